@@ -1,0 +1,24 @@
+# Every target sets itself up: a missing .venv is created and the project
+# installed into it (editable); after that, targets start within seconds.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.convlab-installed
+export DAGSTER_HOME := $(CURDIR)/.convlab/dagster
+
+.PHONY: run test ui report clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	$(PY) -m pipelines.run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf .convlab

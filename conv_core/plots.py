@@ -1,0 +1,145 @@
+"""Figures: each function returns a matplotlib Figure and never shows or saves it.
+
+The caller decides where a figure goes (a PNG under the run's storage, an
+MLflow artifact, a report), so nothing here touches the file system.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to files, never shown
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _as_numpy(images) -> np.ndarray:
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
+    return np.asarray(images, dtype=np.float32)
+
+
+def image_grid(images, titles: Sequence[str] | None = None, columns: int = 10, cmap: str = "gray",
+               suptitle: str | None = None, symmetric: bool = False, cell: float = 1.0) -> Figure:
+    """A grid of 2-D images (N, H, W). `symmetric` centres a diverging colour map on 0."""
+    array = _as_numpy(images)
+    if array.ndim == 4:
+        array = array[:, 0]
+    count = len(array)
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows + (0.4 if suptitle else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        image = array[i]
+        if symmetric:
+            limit = float(np.abs(image).max()) or 1.0
+            ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        else:
+            ax.imshow(image, cmap=cmap)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def digit_examples(images, labels, per_class: int = 8) -> Figure:
+    """The first `per_class` digits of each class, one row per class."""
+    labels = torch.as_tensor(labels)
+    picks = [torch.nonzero(labels == c).flatten()[:per_class] for c in range(10)]
+    chosen = torch.cat(picks)
+    return image_grid(torch.as_tensor(images)[chosen], columns=per_class, cell=0.7,
+                      titles=[str(int(labels[i])) for i in chosen])
+
+
+def confusion_matrix(confusion, title: str = "confusion matrix") -> Figure:
+    """Counts with true class down and predicted class across, numbers in the cells."""
+    matrix = _as_numpy(confusion).astype(int)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (row, col), value in np.ndenumerate(matrix):
+        if value:
+            ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
+                    color="white" if row == col else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: Sequence[dict], title: str = "training") -> Figure:
+    """Loss and accuracy per epoch, train and test."""
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], label="train")
+    if history and history[0].get("test_loss") is not None:
+        loss_ax.plot(epochs, [h["test_loss"] for h in history], label="test")
+        acc_ax.plot(epochs, [h["test_accuracy"] for h in history], label="test")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{title}: loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def conv_filters(weight: torch.Tensor, title: str) -> Figure:
+    """Filters of a conv layer, weight (out, in, k, k): one row per output channel.
+
+    Red is positive and blue negative, each filter on its own symmetric scale,
+    since the lecture's point is the shape of each filter.
+    """
+    weight = weight.detach().cpu()
+    out_channels, in_channels = weight.shape[:2]
+    tiles = weight.reshape(out_channels * in_channels, *weight.shape[2:])
+    titles = [f"{o}<-{i}" if in_channels > 1 else f"filter {o}" for o in range(out_channels) for i in range(in_channels)]
+    return image_grid(tiles, titles=titles, columns=in_channels if in_channels > 1 else out_channels,
+                      symmetric=True, suptitle=title, cell=0.75 if in_channels > 1 else 1.0)
+
+
+def scatter_labelled(xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], xlabel: str, ylabel: str,
+                     title: str, log_x: bool = False) -> Figure:
+    """A scatter plot with a text label beside each point."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(xs, ys)
+    for x, y, label in zip(xs, ys, labels):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if log_x:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def bars_by_layer(table: dict[str, Sequence[float]], layers: Sequence[str], ylabel: str, title: str,
+                  reference: float | None = None) -> Figure:
+    """Grouped bars: one group per layer, one bar per series (e.g. per model)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(1, len(table))
+    positions = np.arange(len(layers))
+    for i, (name, values) in enumerate(table.items()):
+        ax.bar(positions + i * width, values, width, label=name)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(positions + width * (len(table) - 1) / 2, layers)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,355 @@
+"""Training with the whole split resident on the device (airbench style).
+
+The training images live on the device as one uint8 tensor; an epoch is a
+seeded permutation of indices, cut into batches; augmentation and the uint8
+to float conversion happen per batch on the device. No DataLoader, no PIL,
+no per-sample Python. Training never talks to a tracker: it returns its
+history and calls an optional per-epoch callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conv_core.evaluate import center_crop, evaluate
+from conv_core.models import build_model
+
+DEVICES = ("auto", "cpu", "cuda")
+CHECKPOINT_FORMAT = 1
+
+logger = logging.getLogger("conv_core.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run's result (the data aside).
+
+    `channels_last` / `bf16`: None picks the faster setting for the device
+    (both on for CUDA; both off on CPU, where they measured slower here).
+    """
+
+    model: str = "seed_cnn"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.004
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    shift_augment: bool = False
+    channels_last: bool | None = None
+    bf16: bool | None = None
+
+    def __post_init__(self):
+        checks = {
+            "epochs": self.epochs > 0,
+            "batch_size": self.batch_size > 0,
+            "lr": self.lr > 0 and math.isfinite(self.lr),
+            "weight_decay": self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+            "device": self.device in DEVICES,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                expected = f"one of {DEVICES}" if name == "device" else "positive" if name != "weight_decay" else ">= 0"
+                raise ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """"auto" -> cuda when available, else cpu. Asking for an absent cuda raises RuntimeError."""
+    if isinstance(name, torch.device):
+        name = name.type if name.index is None else str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (isinstance(name, str) and name.startswith("cuda:")):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+        return torch.device(name)
+    raise ValueError(f"unknown device {name!r}; expected one of {DEVICES}")
+
+
+@dataclass
+class EpochStats:
+    """One epoch. `seconds` is the whole epoch (training and test); `images_per_second` training only."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float | None
+    test_accuracy: float | None
+    seconds: float
+    images_per_second: float
+    lr: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # on the CPU, in eval mode
+    history: list[EpochStats]
+    config: TrainConfig
+    device: str
+    seconds: float
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; raised before the optimizer step."""
+
+    def __init__(self, epoch: int, step: int, lr: float, loss: float):
+        self.epoch, self.step, self.lr, self.loss = epoch, step, lr, loss
+        super().__init__(f"non-finite training loss ({loss}) at epoch {epoch}, step {step} "
+                         f"(learning rate {lr:.6g}); try a lower lr")
+
+
+# --- batch functions: whole batches on the device, randomness from an explicit generator
+
+def _crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-image size x size windows of (N, C, H, W) images at offsets (top[i], left[i])."""
+    n, c = images.shape[:2]
+    span = torch.arange(size, device=images.device)
+    rows = (top[:, None] + span)[:, None, :, None]
+    cols = (left[:, None] + span)[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return images[batch, channel, rows, cols]
+
+
+def random_crop_batch(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """An independent random size x size window per image of (N, C, H, W) images."""
+    n, _, height, width = images.shape
+    top = torch.randint(0, height - size + 1, (n,), device=images.device, generator=generator)
+    left = torch.randint(0, width - size + 1, (n,), device=images.device, generator=generator)
+    return _crop_at(images, top, left, size)
+
+
+def random_shift_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own random (dx, dy) in {-1, 0, 1}^2, zero fill, same size.
+
+    The lecture's "crop 2 pixels, 9 times the data", kept at 28x28 so the
+    model is unchanged. Works on uint8 or float (N, C, H, W).
+    """
+    padded = F.pad(images, (1, 1, 1, 1))
+    return random_crop_batch(padded, images.shape[-1], generator)
+
+
+# --- checkpoints
+
+def _atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, then rename over it.
+
+    A crash at any moment leaves either the old checkpoint or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint written by `train` (tensors on the CPU)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _check_resumable(checkpoint: dict, config: TrainConfig, path: Path) -> None:
+    saved = checkpoint.get("config", {})
+    wanted = config.as_dict()
+    differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if differing or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {wanted.get(k)!r}" for k in differing)
+        raise ValueError(f"cannot resume from {path}: its config differs ({details or 'format'})")
+
+
+# --- the loop
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device):
+    """Deterministic kernels on CPU for the duration, restoring the global flag afterwards."""
+    if device.type != "cpu":
+        yield
+        return
+    before, warn_before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)
+
+
+def _as_device_tensor(array, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(array).to(device=device, dtype=dtype).contiguous()
+
+
+def train(
+    config: TrainConfig,
+    train_images,
+    train_labels,
+    test_images=None,
+    test_labels=None,
+    *,
+    on_epoch: Callable[[EpochStats, nn.Module], None] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train `config.model` on uint8 (N, 28, 28) images and int labels.
+
+    Adam with a per-step OneCycle schedule (peak lr = config.lr). If test data
+    is given each epoch is evaluated on it. With `checkpoint_path` the full
+    state is saved atomically after every epoch; `resume=True` continues from
+    it, giving bitwise the same weights as an uninterrupted run on CPU.
+    """
+    log = log or logger.info
+    device = resolve_device(config.device)
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if len(train_images) != len(train_labels):
+        raise ValueError(f"{len(train_images)} training images but {len(train_labels)} labels")
+    if len(train_images) == 0:
+        raise ValueError("no training images")
+    if (test_images is None) != (test_labels is None):
+        raise ValueError("give both test_images and test_labels, or neither")
+
+    images = _as_device_tensor(train_images, torch.uint8, device)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    labels = _as_device_tensor(train_labels, torch.long, device)
+    if test_images is not None:
+        test_images = _as_device_tensor(test_images, torch.uint8, device)
+        test_labels = torch.as_tensor(test_labels).long()
+    n = len(images)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+
+    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    # fork_rng: seeding for init and dropout must not leak into the caller's global RNG.
+    with torch.random.fork_rng(devices=cuda_devices), _deterministic(device):
+        torch.manual_seed(config.seed)
+        model = build_model(config.model).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        size = model.input_size
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(config.seed)
+        history: list[EpochStats] = []
+        start_epoch, seconds_before = 0, 0.0
+
+        if resume and checkpoint_path is not None and checkpoint_path.exists():
+            state = load_checkpoint(checkpoint_path)
+            _check_resumable(state, config, checkpoint_path)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["data_generator"])
+            torch.set_rng_state(state["cpu_rng"])
+            if cuda_devices and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            history = [EpochStats(**stats) for stats in state["history"]]
+            start_epoch, seconds_before = state["epoch"], state["seconds"]
+            log(f"resuming {config.model} from {checkpoint_path} after epoch {start_epoch}")
+
+        run_started = time.perf_counter()
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            order = torch.randperm(n, device=device, generator=generator)
+            for step, batch_index in enumerate(order.split(config.batch_size), start=1):
+                x = images[batch_index]
+                if config.shift_augment:
+                    x = random_shift_batch(x, generator)
+                if size < x.shape[-1]:
+                    x = random_crop_batch(x, size, generator)
+                x = x.float().div_(255)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = labels[batch_index]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(epoch, step, scheduler.get_last_lr()[0], loss.item())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(dim=1) == y).sum()
+            train_loss, train_accuracy = loss_sum.item() / n, correct.item() / n
+            train_seconds = time.perf_counter() - epoch_started
+
+            test_loss = test_accuracy = None
+            if test_images is not None:
+                result = evaluate(model, test_images, test_labels, batch_size=2000)
+                test_loss, test_accuracy = result.loss, result.accuracy
+            stats = EpochStats(
+                epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                test_loss=test_loss, test_accuracy=test_accuracy,
+                seconds=time.perf_counter() - epoch_started,
+                images_per_second=n / train_seconds, lr=lr)
+            history.append(stats)
+
+            if checkpoint_path is not None:
+                _atomic_save({
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch,
+                    "config": config.as_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "data_generator": generator.get_state(),
+                    "cpu_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if cuda_devices else None,
+                    "history": [s.as_dict() for s in history],
+                    "seconds": seconds_before + time.perf_counter() - run_started,
+                }, checkpoint_path)
+            log(_describe(stats, config.epochs))
+            if on_epoch is not None:
+                on_epoch(stats, model)
+
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    return TrainResult(model=model, history=history, config=config, device=str(device),
+                       seconds=seconds_before + time.perf_counter() - run_started)
+
+
+def _describe(stats: EpochStats, epochs: int) -> str:
+    line = (f"epoch {stats.epoch}/{epochs}  train loss {stats.train_loss:.4f} "
+            f"acc {stats.train_accuracy:.2%}")
+    if stats.test_accuracy is not None:
+        line += f"  test loss {stats.test_loss:.4f} acc {stats.test_accuracy:.2%}"
+    return line + f"  lr {stats.lr:.2e}  {stats.seconds:.1f}s ({stats.images_per_second:,.0f} img/s)"
