@@ -36,8 +36,9 @@ logger = logging.getLogger("conv_core.train")
 class TrainConfig:
     """Everything that decides a training run's result (the data aside).
 
-    `channels_last` / `bf16`: None picks the faster setting for the device
-    (both on for CUDA; both off on CPU, where they measured slower here).
+    `bf16` autocast: None means on for CUDA and off on CPU (without native
+    bf16 units, as on the AMD EPYC here, it measured 4-10x slower). NHWC
+    (`channels_last`) measured 1.5-2x faster on CPU too.
     """
 
     model: str = "seed_cnn"
@@ -48,7 +49,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     shift_augment: bool = False
-    channels_last: bool | None = None
+    channels_last: bool = True
     bf16: bool | None = None
 
     def __post_init__(self):
@@ -231,7 +232,7 @@ def train(
     """
     log = log or logger.info
     device = resolve_device(config.device)
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    channels_last = config.channels_last
     use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if len(train_images) != len(train_labels):

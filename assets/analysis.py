@@ -1,0 +1,146 @@
+"""[analysis] Counting, representations, and the comparison of every tracked run."""
+
+import dagster as dg
+import pandas as pd
+import torch
+from pydantic import Field
+
+from conv_core import plots
+from conv_core.counting import connectivity_counts, count_parameters
+from conv_core.models import MODEL_NAMES
+from conv_core.representations import TRIPLET_RULE, choose_triplet, knn_accuracy, layer_features, triplet_distances
+from assets.training import load_trained
+from pipelines.figures import figure_metadata
+from pipelines.partitions import training_key
+from pipelines.tracking import MlflowTracking
+
+GROUP = "analysis"
+
+# The lecture's local-connectivity examples: (label, inputs, outputs, radius, in, out channels, dims).
+CONNECTIVITY_EXAMPLES = [
+    ("lecture 1-D example", 5, 5, 1, 1, 1, 1),
+    ("seed_cnn conv1 on 28x28", 28, 28, 2, 1, 9, 2),
+    ("seed_cnn conv2 on 14x14", 14, 14, 2, 9, 16, 2),
+]
+
+# The lecture's Caffe notebooks: d(9A,4A)/d(4A,4B) for their triplet.
+LECTURE_TRIPLET_RATIOS = {"pixels": 0.79, "conv1": 0.69, "pool1": 0.82, "conv2": 1.10, "logits": 3.20}
+
+
+def table_metadata(frame: pd.DataFrame) -> dg.MetadataValue:
+    """A DataFrame as Dagster table metadata (shown as a table in the UI)."""
+    kinds = {"i": "int", "u": "int", "f": "float", "b": "bool"}
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), kinds.get(frame[c].dtype.kind, "string"))
+                                     for c in frame.columns])
+    records = [dg.TableRecord({str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+               for row in frame.to_dict(orient="records")]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+@dg.asset(group_name=GROUP, code_version="1",
+          description="Weights, biases and signal sizes per layer of every model, and the connectivity arithmetic.")
+def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    rows = []
+    for name in MODEL_NAMES:
+        count = count_parameters(name)
+        for layer in count.layers:
+            row = layer.as_dict()
+            row["output_shape"] = "x".join(map(str, row["output_shape"]))
+            rows.append({"model": name, **row})
+    frame = pd.DataFrame(rows)
+    connectivity = pd.DataFrame([
+        {"example": label, **connectivity_counts(n_in, n_out, radius, c_in, c_out, dims).as_dict()}
+        for label, n_in, n_out, radius, c_in, c_out, dims in CONNECTIVITY_EXAMPLES])
+    totals = {name: count_parameters(name) for name in MODEL_NAMES}
+    summary = pd.DataFrame([{"model": n, "weights": c.weights, "biases": c.biases,
+                             "signals": ", ".join(map(str, c.signals)), "total_signal": sum(c.signals)}
+                            for n, c in totals.items()])
+    figure = plots.scatter_labelled([c.weights for c in totals.values()], [sum(c.signals) for c in totals.values()],
+                                    list(totals), "weights (no biases)", "signal size (input + hidden)",
+                                    "more signals, fewer weights", log_x=True)
+    return dg.Output(frame, metadata={
+        "layers": table_metadata(frame),
+        "models": table_metadata(summary),
+        "connectivity": table_metadata(connectivity),
+        "seed_cnn_weights": totals["seed_cnn"].weights,
+        "mlp_weights": totals["mlp"].weights,
+        "seed_cnn_signals": str(totals["seed_cnn"].signals),
+        "mlp_signals": str(totals["mlp"].signals),
+        "connectivity_table": connectivity.to_dict(orient="records"),
+        **figure_metadata(context, figure, "weights_vs_signals"),
+    })
+
+
+class RepresentationSettings(dg.Config):
+    knn_train_limit: int = Field(default=10000, description="training digits used as 1-NN references (memory bound)")
+
+
+REPRESENTATION_MODELS = ("seed_cnn", "mlp")
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    ins={"trained_model": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(
+        [str(training_key(m)) for m in REPRESENTATION_MODELS]))},
+    description="A 9 and two 4s: distances in pixel space and in every layer's feature space, and 1-NN accuracy per layer.",
+)
+def representation_distances(context: dg.AssetExecutionContext, config: RepresentationSettings, mnist: dict,
+                             trained_model: dict) -> dg.Output[pd.DataFrame]:
+    test_images, test_labels = mnist["test_images"], mnist["test_labels"]
+    train_images = mnist["train_images"][:config.knn_train_limit]
+    train_labels = mnist["train_labels"][:config.knn_train_limit]
+    triplet = choose_triplet(test_images, test_labels)
+    rows = []
+    for value in trained_model.values():
+        model = load_trained(value)
+        test_features = layer_features(model, test_images)
+        train_features = layer_features(model, train_images)
+        for distances in triplet_distances(test_features, triplet):
+            layer = distances["layer"]
+            rows.append({"model": value["model"], **distances,
+                         "lecture_ratio": LECTURE_TRIPLET_RATIOS.get(layer) if value["model"] == "seed_cnn" else None,
+                         "knn1_accuracy": knn_accuracy(train_features[layer], train_labels,
+                                                       test_features[layer], test_labels)})
+    frame = pd.DataFrame(rows)
+    pictures = test_images[[triplet.nine, triplet.four_a, triplet.four_b]]
+    digits = plots.image_grid(pictures, titles=["9A", "4A", "4B"], columns=3, cell=1.6,
+                              suptitle="the triplet (test split)")
+    ratios = {m: frame[frame.model == m].set_index("layer")["ratio"] for m in frame.model.unique()}
+    layers = list(dict.fromkeys(frame.layer))
+    ratio_figure = plots.bars_by_layer({m: [r.get(layer, float("nan")) for layer in layers] for m, r in ratios.items()},
+                                       layers, "d(9A,4A) / d(4A,4B)", "> 1: the two 4s are closer", reference=1.0)
+    return dg.Output(frame, metadata={
+        "triplet": triplet.as_dict(),
+        "triplet_rule": TRIPLET_RULE,
+        "distances": table_metadata(frame.fillna(-1)),
+        **figure_metadata(context, digits, "triplet"),
+        **figure_metadata(context, ratio_figure, "ratios_by_layer"),
+    })
+
+
+@dg.asset(group_name=GROUP, code_version="1", deps=["trained_model"],
+          description="Every model's latest MLflow run side by side: params, test accuracy, weights, training time.")
+def run_comparison(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking) -> dg.Output[pd.DataFrame]:
+    runs = mlflow_tracking.search_runs(filter_string="attributes.status = 'FINISHED'")
+    wanted = {"tags.model": "model", "tags.data_variant": "data_variant", "run_id": "run_id",
+              "metrics.test_accuracy": "test_accuracy", "params.weights": "weights",
+              "metrics.training_seconds": "training_seconds", "params.config.epochs": "epochs",
+              "params.config.lr": "lr", "params.config.batch_size": "batch_size", "params.seed": "seed",
+              "params.device": "device", "params.data_source": "data_source", "start_time": "start_time"}
+    if runs.empty or "tags.model" not in runs:
+        raise dg.Failure("no finished training runs in MLflow yet: materialise trained_model first")
+    runs = runs[[c for c in wanted if c in runs.columns]].rename(columns=wanted)
+    runs = runs.dropna(subset=["model", "test_accuracy"])
+    latest = runs.sort_values("start_time", ascending=False).groupby(["model", "data_variant"], as_index=False).first()
+    latest["weights"] = latest["weights"].astype(int)
+    latest["start_time"] = latest["start_time"].astype(str)
+    latest = latest.sort_values(["data_variant", "weights"]).reset_index(drop=True)
+    figure = plots.scatter_labelled(latest["weights"], latest["test_accuracy"],
+                                    [f"{m}/{v}" for m, v in zip(latest.model, latest.data_variant)],
+                                    "weights (no biases)", "test accuracy", "accuracy against weights", log_x=True)
+    return dg.Output(latest, metadata={
+        "runs": table_metadata(latest),
+        "experiment": mlflow_tracking.resolved_experiment(),
+        **figure_metadata(context, figure, "accuracy_vs_weights"),
+    })

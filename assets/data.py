@@ -1,0 +1,89 @@
+"""[data] MNIST and the lecture's "crop 2 pixels, 9 times the data"."""
+
+import dagster as dg
+import torch
+from pydantic import Field
+
+from conv_core import plots
+from conv_core.augment import SHIFTS, expand_shifts
+from conv_core.data import MnistConfig, load_mnist
+from pipelines.figures import figure_metadata
+from pipelines.paths import data_cache_dir
+
+GROUP = "data"
+
+
+class MnistSettings(dg.Config):
+    """Where the digits come from (defaults: conv_core.data.MnistConfig)."""
+
+    source: str = Field(default=MnistConfig.source, description="auto | download | idx_dir | sample")
+    idx_dir: str | None = Field(default=MnistConfig.idx_dir, description="folder with the four IDX files")
+    sample_test_size: int = MnistConfig.sample_test_size
+    seed: int = MnistConfig.seed
+    train_limit: int | None = Field(default=None, description="keep a seeded random subset of this many training digits (quick runs)")
+    test_limit: int | None = Field(default=None, description="the same for the test digits")
+
+
+def _subset(images: torch.Tensor, labels: torch.Tensor, limit: int | None, seed: int):
+    if limit is None or limit >= len(labels):
+        return images, labels
+    if limit <= 0:
+        raise ValueError(f"a subset limit must be positive, got {limit}")
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return images[keep], labels[keep]
+
+
+def _counts_table(train_counts: list[int], test_counts: list[int]) -> dg.MetadataValue:
+    schema = dg.TableSchema(columns=[dg.TableColumn("digit", "int"), dg.TableColumn("train", "int"),
+                                     dg.TableColumn("test", "int")])
+    records = [dg.TableRecord({"digit": d, "train": int(a), "test": int(b)})
+               for d, (a, b) in enumerate(zip(train_counts, test_counts))]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+@dg.asset(group_name=GROUP, code_version="1",
+          description="MNIST train and test splits as uint8 tensors, with their provenance.")
+def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output[dict]:
+    splits = load_mnist(MnistConfig(source=config.source, idx_dir=config.idx_dir, cache_dir=str(data_cache_dir()),
+                                    sample_test_size=config.sample_test_size, seed=config.seed),
+                        log=context.log.info)
+    provenance = dict(splits.provenance)
+    if provenance.get("is_sample"):
+        context.log.warning(provenance["description"])
+    train_images, train_labels = _subset(splits.train_images, splits.train_labels, config.train_limit, config.seed)
+    test_images, test_labels = _subset(splits.test_images, splits.test_labels, config.test_limit, config.seed + 1)
+    if config.train_limit or config.test_limit:
+        provenance["subset"] = {"train": len(train_labels), "test": len(test_labels), "seed": config.seed}
+    train_counts = torch.bincount(train_labels, minlength=10).tolist()
+    test_counts = torch.bincount(test_labels, minlength=10).tolist()
+    value = {"train_images": train_images, "train_labels": train_labels,
+             "test_images": test_images, "test_labels": test_labels, "provenance": provenance}
+    metadata = {
+        "source": provenance["source"],
+        "description": provenance["description"],
+        "is_5000_digit_sample": bool(provenance.get("is_sample")),
+        "sha256": provenance["sha256_combined"],
+        "train_size": len(train_labels),
+        "test_size": len(test_labels),
+        "counts_per_class": _counts_table(train_counts, test_counts),
+        **figure_metadata(context, plots.digit_examples(train_images, train_labels), "examples"),
+    }
+    return dg.Output(value, metadata=metadata, data_version=dg.DataVersion(provenance["sha256_combined"][:16]
+                                                                           + str(provenance.get("subset", ""))))
+
+
+@dg.asset(group_name=GROUP, code_version="1",
+          description='All 9 one-pixel shifts of every training digit: "crop 2 pixels, 9 times the data".')
+def shifted_mnist(context: dg.AssetExecutionContext, mnist: dict) -> dg.Output[dict]:
+    images, labels, shift_index = expand_shifts(mnist["train_images"], mnist["train_labels"])
+    source_count = len(mnist["train_labels"])
+    example = torch.stack([images[k * source_count] for k in range(len(SHIFTS))])
+    figure = plots.image_grid(example, titles=[f"dy={dy:+d} dx={dx:+d}" for dy, dx in SHIFTS], columns=3, cell=1.2,
+                              suptitle="one digit, 9 shifted versions")
+    value = {"images": images, "labels": labels, "shift_index": shift_index, "shifts": list(SHIFTS)}
+    return dg.Output(value, metadata={
+        "source_count": source_count,
+        "expanded_count": len(labels),
+        "factor": len(labels) / source_count,
+        **figure_metadata(context, figure, "nine_shifts"),
+    })

