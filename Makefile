@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
-	$(PY) -m pipelines.run
+	$(PY) -m pipelines.run $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -9,6 +9,7 @@ from conv_core.augment import SHIFTS, expand_shifts
 from conv_core.data import MnistConfig, load_mnist
 from pipelines.figures import figure_metadata
 from pipelines.paths import data_cache_dir
+from pipelines.versions import content_hash, versioned_output
 
 GROUP = "data"
 
@@ -68,8 +69,7 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
         "counts_per_class": _counts_table(train_counts, test_counts),
         **figure_metadata(context, plots.digit_examples(train_images, train_labels), "examples"),
     }
-    return dg.Output(value, metadata=metadata, data_version=dg.DataVersion(provenance["sha256_combined"][:16]
-                                                                           + str(provenance.get("subset", ""))))
+    return versioned_output(value, content_hash(provenance["sha256_combined"], provenance.get("subset")), metadata)
 
 
 @dg.asset(group_name=GROUP, code_version="1",

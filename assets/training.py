@@ -15,7 +15,7 @@ from pipelines.figures import figure_metadata
 from pipelines.partitions import training_partitions
 from pipelines.paths import storage_dir
 from pipelines.tracking import DAGSTER_RUN_TAG, MlflowTracking
-from pipelines.versions import content_hash, git_commit, library_versions
+from pipelines.versions import content_hash, git_commit, library_versions, versioned_output
 
 GROUP = "training"
 
@@ -128,7 +128,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "mlflow_model_uri": model_uri, "data_sha256": provenance["sha256_combined"], "version": version,
     }
     context.log.info(f"{model_name}/{variant}: test accuracy {evaluation.accuracy:.4f} in {result.seconds:.1f} s")
-    return dg.Output(value, data_version=dg.DataVersion(version), metadata={
+    return versioned_output(value, version, metadata={
         "test_accuracy": evaluation.accuracy,
         "final_train_loss": history[-1]["train_loss"],
         "epochs": train_config.epochs,

@@ -115,8 +115,9 @@ class TrackedRun:
 
         def log():
             mlflow.set_tracking_uri(self.tracking.resolved_uri())
+            # Naming the requirement skips MLflow's slow inference of it (a subprocess).
             info = mlflow.pytorch.log_model(model, name=name, run_id=self.run_id, signature=signature,
-                                            input_example=example)
+                                            input_example=example, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
             return info.model_uri
 
         return self.tracking.write(log)

@@ -6,9 +6,12 @@ import hashlib
 import json
 import platform
 import subprocess
+import warnings
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+
+import dagster as dg
 
 LIBRARIES = ("torch", "torchvision", "numpy", "dagster", "mlflow", "captum", "scikit-learn")
 
@@ -42,3 +45,12 @@ def content_hash(*parts) -> str:
     """A short stable hash of JSON-serialisable parts (configs, provenance hashes)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def versioned_output(value, version: str, metadata: dict) -> dg.Output:
+    """An Output whose DataVersion is `version`: a changed config or data marks downstream "Unsynced"."""
+    # Output(data_version=...) is marked beta but is the documented way to do
+    # this, so its warning is silenced here and only here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(value, data_version=dg.DataVersion(version), metadata=metadata)
