@@ -2,13 +2,14 @@
 
 import dagster as dg
 import pandas as pd
-import torch
 from pydantic import Field
 
 from conv_core import plots
 from conv_core.counting import connectivity_counts, count_parameters
 from conv_core.models import MODEL_NAMES
-from conv_core.representations import TRIPLET_RULE, choose_triplet, knn_accuracy, layer_features, triplet_distances
+from conv_core.representations import (
+    TRIPLET_RULE, choose_triplet, layer_features, pca_2d, representation_measures, triplet_distances,
+)
 from assets.training import load_trained
 from pipelines.figures import figure_metadata
 from pipelines.partitions import training_key
@@ -73,6 +74,7 @@ def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFram
 
 class RepresentationSettings(dg.Config):
     knn_train_limit: int = Field(default=10000, description="training digits used as 1-NN references (memory bound)")
+    measure_limit: int = Field(default=1000, description="test digits in the pairwise-distance measures")
 
 
 REPRESENTATION_MODELS = ("seed_cnn", "mlp")
@@ -80,42 +82,63 @@ REPRESENTATION_MODELS = ("seed_cnn", "mlp")
 
 @dg.asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     ins={"trained_model": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(
         [str(training_key(m)) for m in REPRESENTATION_MODELS]))},
-    description="A 9 and two 4s: distances in pixel space and in every layer's feature space, and 1-NN accuracy per layer.",
+    description="Pixel space vs feature space: the 9-4-4 triplet and per-layer representation measures.",
 )
 def representation_distances(context: dg.AssetExecutionContext, config: RepresentationSettings, mnist: dict,
-                             trained_model: dict) -> dg.Output[pd.DataFrame]:
+                             trained_model: dict, mlflow_tracking: MlflowTracking) -> dg.Output[pd.DataFrame]:
     test_images, test_labels = mnist["test_images"], mnist["test_labels"]
     train_images = mnist["train_images"][:config.knn_train_limit]
     train_labels = mnist["train_labels"][:config.knn_train_limit]
     triplet = choose_triplet(test_images, test_labels)
-    rows = []
+    triplet_rows, measure_rows, maps = [], [], {}
     for value in trained_model.values():
+        name = value["model"]
         model = load_trained(value)
         test_features = layer_features(model, test_images)
         train_features = layer_features(model, train_images)
-        for distances in triplet_distances(test_features, triplet):
-            layer = distances["layer"]
-            rows.append({"model": value["model"], **distances,
-                         "lecture_ratio": LECTURE_TRIPLET_RATIOS.get(layer) if value["model"] == "seed_cnn" else None,
-                         "knn1_accuracy": knn_accuracy(train_features[layer], train_labels,
-                                                       test_features[layer], test_labels)})
-    frame = pd.DataFrame(rows)
+        for row in triplet_distances(test_features, triplet):
+            lecture = LECTURE_TRIPLET_RATIOS.get(row["layer"]) if name == "seed_cnn" else None
+            triplet_rows.append({"model": name, **row, "lecture_ratio": lecture})
+        measures = representation_measures(train_features, train_labels, test_features, test_labels,
+                                           measure_limit=config.measure_limit)
+        measure_rows += [{"model": name, **row} for row in measures]
+        hidden = [layer for layer in test_features if layer not in ("pixels", "logits")][-1]
+        maps[name] = (hidden, pca_2d(test_features[hidden]))
+        maps.setdefault("pixels", ("pixels", pca_2d(test_features["pixels"])))
+    distances = pd.DataFrame(triplet_rows)
+    measures = pd.DataFrame(measure_rows)
+    frame = distances.merge(measures, on=["model", "layer"])
+
     pictures = test_images[[triplet.nine, triplet.four_a, triplet.four_b]]
-    digits = plots.image_grid(pictures, titles=["9A", "4A", "4B"], columns=3, cell=1.6,
-                              suptitle="the triplet (test split)")
-    ratios = {m: frame[frame.model == m].set_index("layer")["ratio"] for m in frame.model.unique()}
-    layers = list(dict.fromkeys(frame.layer))
-    ratio_figure = plots.bars_by_layer({m: [r.get(layer, float("nan")) for layer in layers] for m, r in ratios.items()},
-                                       layers, "d(9A,4A) / d(4A,4B)", "> 1: the two 4s are closer", reference=1.0)
+    ratios = {m: distances[distances.model == m].set_index("layer")["ratio"] for m in distances.model.unique()}
+    figures = {
+        "triplet": plots.image_grid(pictures, titles=["9A", "4A", "4B"], columns=3, cell=1.6,
+                                    suptitle="the triplet (test split)"),
+        "triplet_ratios": plots.layer_lines(
+            {**{m: r.to_dict() for m, r in ratios.items()}, "lecture (Caffe notebooks)": LECTURE_TRIPLET_RATIOS},
+            "d(9A,4A) / d(4A,4B)", "above 1: the two 4s are closer than the 9 and the 4", reference=1.0),
+        "measures_by_layer": plots.measure_panels(measures),
+        "pca_maps": plots.pca_maps({f"{m}: {layer}" if m != "pixels" else "pixels": points
+                                    for m, (layer, points) in maps.items()}, test_labels),
+    }
+    metadata = {}
+    runs = [mlflow_tracking.run(value["mlflow_run_id"]) for value in trained_model.values()]
+    for name, figure in figures.items():
+        for run in runs:
+            run.log_figure(figure, f"representations/{name}.png")
+        metadata.update(figure_metadata(context, figure, name))
+    seed_cnn = distances[distances.model == "seed_cnn"].set_index("layer")["ratio"]
     return dg.Output(frame, metadata={
         "triplet": triplet.as_dict(),
         "triplet_rule": TRIPLET_RULE,
-        "distances": table_metadata(frame.fillna(-1)),
-        **figure_metadata(context, digits, "triplet"),
-        **figure_metadata(context, ratio_figure, "ratios_by_layer"),
+        "triplet_ratios": table_metadata(distances.fillna(-1)),
+        "measures": table_metadata(measures),
+        "seed_cnn_pixel_ratio": float(seed_cnn.get("pixels", float("nan"))),
+        "seed_cnn_logit_ratio": float(seed_cnn.get("logits", float("nan"))),
+        **metadata,
     })
 
 

@@ -127,19 +127,68 @@ def scatter_labelled(xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     return fig
 
 
-def bars_by_layer(table: dict[str, Sequence[float]], layers: Sequence[str], ylabel: str, title: str,
-                  reference: float | None = None) -> Figure:
-    """Grouped bars: one group per layer, one bar per series (e.g. per model)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / max(1, len(table))
-    positions = np.arange(len(layers))
-    for i, (name, values) in enumerate(table.items()):
-        ax.bar(positions + i * width, values, width, label=name)
+def _layer_order(names) -> list[str]:
+    """Layers of several models on one axis: pixels first, logits last, the rest as first seen."""
+    seen = list(dict.fromkeys(names))
+    middle = [name for name in seen if name not in ("pixels", "logits")]
+    return [n for n in ("pixels",) if n in seen] + middle + [n for n in ("logits",) if n in seen]
+
+
+def layer_lines(series: dict[str, dict[str, float]], ylabel: str, title: str,
+                reference: float | None = None) -> Figure:
+    """One line per series over layers (x axis: the union of layers, in first-seen order)."""
+    layers = _layer_order(layer for values in series.values() for layer in values)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name, values in series.items():
+        xs = [layers.index(layer) for layer in values]
+        ax.plot(xs, list(values.values()), marker="o", label=name,
+                linestyle="--" if "lecture" in name else "-")
     if reference is not None:
-        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
-    ax.set_xticks(positions + width * (len(table) - 1) / 2, layers)
+        ax.axhline(reference, color="gray", linewidth=1)
+    ax.set_xticks(range(len(layers)), layers)
     ax.set(ylabel=ylabel, title=title)
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+MEASURE_LABELS = {
+    "knn1_accuracy": "1-NN accuracy (train -> test)",
+    "triplet_order_rate": "P[d(a,p) < d(a,n)], all digits",
+    "triplet_order_rate_4_9": "P[d(a,p) < d(a,n)], 4s and 9s",
+    "within_between_ratio": "within / between class distance",
+    "silhouette": "silhouette (true classes)",
+}
+
+
+def measure_panels(measures) -> Figure:
+    """One panel per representation measure, one line per model, layers along x.
+
+    `measures`: a pandas DataFrame with columns model, layer and the measures.
+    """
+    layers = _layer_order(measures["layer"])
+    fig, axes = plt.subplots(1, len(MEASURE_LABELS), figsize=(4 * len(MEASURE_LABELS), 3.4))
+    for ax, (column, label) in zip(axes, MEASURE_LABELS.items()):
+        for model, rows in measures.groupby("model", sort=False):
+            ax.plot([layers.index(layer) for layer in rows["layer"]], rows[column], marker="o", label=model)
+        ax.set_xticks(range(len(layers)), layers, rotation=45, fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pca_maps(maps: dict[str, torch.Tensor], labels) -> Figure:
+    """2-D PCA maps (name -> (N, 2) points), coloured by class."""
+    labels = _as_numpy(labels).astype(int)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4), squeeze=False)
+    for ax, (name, points) in zip(axes[0], maps.items()):
+        xy = _as_numpy(points)
+        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=5, vmin=-0.5, vmax=9.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(scatter, ax=axes[0].tolist(), ticks=range(10), label="digit")
     return fig

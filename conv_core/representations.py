@@ -111,3 +111,78 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         predicted = torch.mode(votes, dim=1).values if k > 1 else votes[:, 0]
         correct += int((predicted == test_labels[start:start + chunk]).sum())
     return correct / len(test_features)
+
+
+def triplet_ordering_rate(distances: torch.Tensor, labels: torch.Tensor, count: int = 20000,
+                          classes: tuple[int, ...] | None = None, seed: int = 0) -> float:
+    """P[d(a, p) < d(a, n)] over random triplets, from a pairwise distance matrix.
+
+    Anchor and positive share a class (and differ), the negative has another
+    one. `classes` restricts all three to those digits (e.g. (4, 9), the
+    lecture's pair). 0.5 is chance; 1.0 means same-class pairs are always closer.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pool = torch.arange(len(labels)) if classes is None else torch.nonzero(
+        torch.isin(labels, torch.tensor(classes))).flatten()
+    # Sort the pool by class: each class is then one contiguous block, and a
+    # random member of a block (or of everything outside it) is one randint.
+    order = torch.sort(labels[pool], stable=True)
+    pool, pool_labels = pool[order.indices], order.values
+    starts = torch.searchsorted(pool_labels, pool_labels, right=False)
+    sizes = torch.searchsorted(pool_labels, pool_labels, right=True) - starts
+    anchor = torch.randint(len(pool), (count,), generator=generator)
+    block_start, block_size = starts[anchor], sizes[anchor]
+    # Positive: another member of the anchor's block (an offset of 1..size-1 from it, wrapped).
+    offset = 1 + (torch.rand(count, generator=generator) * (block_size - 1)).long()
+    positive = block_start + (anchor - block_start + offset) % block_size
+    # Negative: a position among the len(pool) - size others, skipping the block.
+    negative = (torch.rand(count, generator=generator) * (len(pool) - block_size)).long()
+    negative = torch.where(negative >= block_start, negative + block_size, negative)
+    valid = block_size > 1
+    anchors, positives, negatives = pool[anchor[valid]], pool[positive[valid]], pool[negative[valid]]
+    return float((distances[anchors, positives] < distances[anchors, negatives]).float().mean())
+
+
+def within_between_ratio(distances: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean within-class distance over mean between-class distance (lower is better)."""
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~torch.eye(len(labels), dtype=torch.bool)
+    return float(distances[same & off_diagonal].mean() / distances[~same].mean())
+
+
+def silhouette(distances: torch.Tensor, labels: torch.Tensor) -> float:
+    """scikit-learn's silhouette score with the true classes as clusters."""
+    from sklearn.metrics import silhouette_score
+
+    return float(silhouette_score(distances.double().numpy(), labels.numpy(), metric="precomputed"))
+
+
+def representation_measures(train_features: dict[str, torch.Tensor], train_labels: torch.Tensor,
+                            test_features: dict[str, torch.Tensor], test_labels: torch.Tensor,
+                            measure_limit: int = 1000, seed: int = 0) -> list[dict]:
+    """Per layer: 1-NN accuracy (train -> test), triplet ordering rates, within/between ratio, silhouette.
+
+    The distance-matrix measures use a sample: the first `measure_limit` test digits.
+    """
+    rows = []
+    labels = test_labels[:measure_limit]
+    for layer, test in test_features.items():
+        subset = test[:measure_limit].float()
+        distances = torch.cdist(subset, subset).double().fill_diagonal_(0)
+        rows.append({
+            "layer": layer,
+            "dimensions": int(test.shape[1]),
+            "knn1_accuracy": knn_accuracy(train_features[layer], train_labels, test, test_labels),
+            "triplet_order_rate": triplet_ordering_rate(distances, labels, seed=seed),
+            "triplet_order_rate_4_9": triplet_ordering_rate(distances, labels, classes=(4, 9), seed=seed),
+            "within_between_ratio": within_between_ratio(distances, labels),
+            "silhouette": silhouette(distances, labels),
+        })
+    return rows
+
+
+def pca_2d(features: torch.Tensor) -> torch.Tensor:
+    """The first two principal components (N, 2) of centred features."""
+    centred = features.float() - features.float().mean(dim=0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False, niter=4)
+    return centred @ v[:, :2]

@@ -1,0 +1,242 @@
+"""The whole asset graph materialised in-process on a tiny subset, then checked
+in Dagster (every asset, figures in metadata) and in MLflow (params, per-epoch
+metrics, figures, tags, and a logged model that runs without this project).
+
+The stores are temporary: an ephemeral Dagster instance, and CONVLAB_HOME
+(IO manager files, MLflow's SQLite store and artifacts) in a temporary folder.
+A Dagster run covers at most one partition, so the graph goes in three steps,
+the way `make run` does it: the assets upstream of training, each training
+partition the downstream assets read, then the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env
+
+TRAINED = dg.AssetKey("trained_model")
+PER_EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
+# Packages of this project: a logged model must load with none of them importable.
+PROJECT_PACKAGES = ("conv_core", "assets", "pipelines")
+
+
+def _plan(defs: dg.Definitions):
+    """(assets before training, partitioned assets, assets after training, partitions they need)."""
+    from pipelines.partitions import training_key
+
+    graph = defs.resolve_asset_graph()
+    keys = set(graph.materializable_asset_keys)
+    partitioned = {k for k in keys if graph.get(k).partitions_def is not None}
+    downstream = dg.AssetSelection.assets(TRAINED).downstream().resolve(graph)
+    before = keys - partitioned - downstream
+    after = (keys - partitioned) & downstream
+    needed = {str(training_key("seed_cnn", "plain")), str(training_key("seed_cnn", "shifted"))}
+    for key in after:
+        assets_def = graph.get(key).assets_def
+        if TRAINED in assets_def.keys_by_input_name.values():
+            mapping = assets_def.get_partition_mapping(TRAINED)
+            if isinstance(mapping, dg.SpecificPartitionsPartitionMapping):
+                needed |= set(mapping.partition_keys)
+    return before, partitioned, after, sorted(needed)
+
+
+def _run_config(selection) -> dict:
+    config = {"mnist": TINY_MNIST, "trained_model": TINY_TRAINING}
+    names = {key.to_user_string() for key in selection}
+    return {"ops": {name: {"config": value} for name, value in config.items() if name in names}}
+
+
+@pytest.fixture(scope="module")
+def graph_run(module_home):
+    from pipelines.definitions import defs
+
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("full_pipeline")
+    before, partitioned, after, partitions = _plan(defs)
+
+    def execute(selection, partition_key=None):
+        result = job.execute_in_process(instance=instance, asset_selection=sorted(selection),
+                                        partition_key=partition_key, run_config=_run_config(selection),
+                                        raise_on_error=True)
+        assert result.success
+        return result
+
+    first = execute(before)
+    training = {key: execute(partitioned, key) for key in partitions}
+    last = execute(after)
+    return {"defs": defs, "instance": instance, "home": module_home, "first": first, "training": training,
+            "last": last, "partitions": partitions, "before": before, "after": after, "partitioned": partitioned}
+
+
+def _materializations(graph_run):
+    """The materialisation event of every asset (partitioned: of every partition trained)."""
+    instance = graph_run["instance"]
+    events = {}
+    for key in graph_run["before"] | graph_run["after"]:
+        events[key.to_user_string()] = instance.get_latest_materialization_event(key)
+    for key in graph_run["partitioned"]:
+        for partition in graph_run["partitions"]:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+            events[f"{key.to_user_string()}[{partition}]"] = records[0].event_log_entry if records else None
+    return events
+
+
+@pytest.mark.slow
+def test_every_asset_is_materialised_with_figures_in_its_metadata(graph_run):
+    events = _materializations(graph_run)
+    assert {"mnist", "parameter_counts", "run_comparison", "filter_figures",
+            "trained_model[plain|seed_cnn]", "model_evaluation[shifted|seed_cnn]"} <= set(events)
+    missing = [name for name, event in events.items() if event is None]
+    assert not missing, f"not materialised: {missing}"
+
+    without_figures = []
+    for name, event in events.items():
+        metadata = event.asset_materialization.metadata
+        previews = [key for key in metadata if key.endswith("_preview")]
+        if not previews:
+            without_figures.append(name)
+        for preview in previews:
+            figure = metadata[preview[:-len("_preview")]]
+            assert isinstance(figure, dg.PathMetadataValue), (name, preview)
+            assert figure.path.endswith(".png") and open(figure.path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+            text = metadata[preview].value
+            assert isinstance(metadata[preview], dg.MarkdownMetadataValue)
+            assert text.startswith("![") and "(data:image/png;base64," in text, (name, preview)
+        assert "stored_at" in metadata, name
+    assert not without_figures, f"no figure in the metadata of {without_figures}"
+
+
+@pytest.mark.slow
+def test_asset_checks_pass(graph_run):
+    results = [graph_run["first"], *graph_run["training"].values(), graph_run["last"]]
+    evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
+    failed = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed]
+    assert not failed
+
+
+@pytest.mark.slow
+def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
+    home = graph_run["home"]
+    mnist = graph_run["first"].output_for_node("mnist")
+    runs = {run.data.tags["dagster.partition"]: run for run in experiment_runs(home)}
+    assert sorted(runs) == graph_run["partitions"]
+    client = __import__("mlflow").MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+
+    for partition, run in runs.items():
+        result = graph_run["training"][partition]
+        value = result.output_for_node("trained_model")
+        data, model = partition.split("|")
+        assert run.info.status == "FINISHED"
+        assert run.info.run_id == value["mlflow_run_id"]
+
+        params = run.data.params
+        for name in ("config.epochs", "config.lr", "config.batch_size", "config.seed", "config.model",
+                     "config.shift_augment", "model", "data_source", "data_sha256", "seed", "device",
+                     "versions.torch", "git_commit"):
+            assert name in params, f"{partition}: no param {name}"
+        assert params["model"] == params["config.model"] == model
+        assert json.loads(params["config.shift_augment"]) == (data == "shifted")
+        assert params["config.epochs"] == str(TINY_TRAINING["epochs"])
+        assert params["data_source"] == "sample"
+        assert params["data_sha256"] == mnist["provenance"]["sha256_combined"]
+        assert params["seed"] == params["config.seed"] == "0"
+        assert params["device"] == "cpu"
+        assert params["versions.torch"] == torch.__version__
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", params["git_commit"])
+
+        for metric in PER_EPOCH_METRICS:
+            history = [m for m in client.get_metric_history(run.info.run_id, metric)]
+            steps = sorted({m.step for m in history})
+            assert steps == list(range(1, TINY_TRAINING["epochs"] + 1)), (partition, metric, steps)
+        assert run.data.metrics["test_accuracy"] == pytest.approx(value["test_accuracy"])
+        assert 0.1 < run.data.metrics["test_accuracy"] <= 1.0
+        assert run.data.metrics["training_seconds"] > 0
+
+        tags = run.data.tags
+        assert tags["dagster.run_id"] == result.run_id
+        assert tags["dagster.asset_key"] == "trained_model"
+        assert tags["dagster.partition"] == partition
+
+        figures = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+        assert {"figures/training_curves.png", "figures/confusion_matrix.png"} <= figures, figures
+        if model == "seed_cnn" and data == "plain":  # filter_figures logs beside its training
+            assert {"figures/filters_layer1.png", "figures/filters_layer2.png"} <= figures
+
+
+@pytest.mark.slow
+def test_run_comparison_lists_every_trained_partition(graph_run):
+    comparison = graph_run["last"].output_for_node("run_comparison")
+    assert sorted(f"{d}|{m}" for m, d in zip(comparison.model, comparison.data_variant)) == graph_run["partitions"]
+
+
+# Runs in a fresh interpreter: isolated mode (no cwd, no PYTHONPATH), the
+# repository's paths removed, and the project's packages made unimportable
+# (the editable install would otherwise find them from anywhere).
+LOAD_MODEL = """
+import sys
+import numpy as np
+repo, uri, inputs, models = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+sys.path[:] = [p for p in sys.path if p and not p.startswith(repo)]
+BLOCKED = {blocked!r}
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{{name}} is blocked: the logged model must not need it")
+        return None
+
+sys.meta_path.insert(0, Block())
+import mlflow, mlflow.pytorch, torch
+mlflow.set_tracking_uri(uri)
+for model_uri, outputs in zip(models[::2], models[1::2]):
+    model = mlflow.pytorch.load_model(model_uri)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.load(inputs)))
+    np.save(outputs, logits.numpy())
+    print(type(model).__module__, type(model).__name__)
+loaded = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+assert not any(p.startswith(repo) for p in sys.path)
+"""
+
+
+@pytest.mark.slow
+def test_logged_model_runs_without_the_project(graph_run, tmp_path):
+    from assets.training import load_trained
+    from conv_core.evaluate import to_model_input
+
+    home = graph_run["home"]
+    mnist = graph_run["first"].output_for_node("mnist")
+    raw = mnist["test_images"][:16]
+    inputs = (raw.float() / 255).unsqueeze(1).numpy().astype(np.float32)  # (N, 1, 28, 28) in [0, 1]
+    np.save(tmp_path / "inputs.npy", inputs)
+    script = tmp_path / "load_model.py"
+    script.write_text(LOAD_MODEL.format(blocked=set(PROJECT_PACKAGES)))
+
+    values = {p: graph_run["training"][p].output_for_node("trained_model") for p in graph_run["partitions"]}
+    outputs = {p: tmp_path / f"logits_{p.replace('|', '_')}.npy" for p in values}
+    arguments = [str(item) for p in values for item in (values[p]["mlflow_model_uri"], outputs[p])]
+    assert all(value["mlflow_model_uri"].startswith("models:/") for value in values.values())
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), str(REPO), f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+         str(tmp_path / "inputs.npy"), *arguments],
+        cwd=tmp_path, env=subprocess_env(home), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("torch.nn.modules.container Sequential") == len(values), done.stdout
+
+    for partition, value in values.items():
+        model = load_trained(value)
+        with torch.no_grad():
+            expected = model(to_model_input(raw, model.input_size)).numpy()
+        np.testing.assert_allclose(np.load(outputs[partition]), expected, rtol=1e-4, atol=1e-4,
+                                   err_msg=partition)

@@ -1,0 +1,79 @@
+import torch
+
+from conv_core.models import build_model
+from conv_core.representations import (
+    Triplet, choose_triplet, knn_accuracy, layer_features, pca_2d, representation_layers,
+    triplet_distances, triplet_ordering_rate, within_between_ratio,
+)
+
+
+def _clusters(per_class=20, spread=0.1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.eye(10) * 5
+    labels = torch.arange(10).repeat_interleave(per_class)
+    return centres[labels] + spread * torch.randn(len(labels), 10, generator=generator), labels
+
+
+def test_layers_run_from_pixels_to_logits():
+    assert representation_layers(build_model("seed_cnn")) == {
+        "pixels": "input", "conv1": "relu1", "pool1": "pool1", "conv2": "relu2", "pool2": "pool2", "logits": "fc1"}
+    assert representation_layers(build_model("mlp")) == {"pixels": "input", "fc1": "relu1", "fc2": "relu2", "logits": "fc3"}
+    features = layer_features(build_model("seed_cnn"), torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8))
+    assert {k: v.shape[1] for k, v in features.items()} == {
+        "pixels": 784, "conv1": 7056, "pool1": 1764, "conv2": 3136, "pool2": 784, "logits": 10}
+
+
+def test_triplet_rule_picks_a_nine_and_two_fours_in_wrong_pixel_order():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (60, 28, 28), generator=generator, dtype=torch.uint8)
+    labels = torch.tensor([4, 9, 1] * 20)
+    triplet = choose_triplet(images, labels)
+    assert labels[triplet.nine] == 9 and labels[triplet.four_a] == 4 and labels[triplet.four_b] == 4
+    assert triplet.four_a != triplet.four_b
+    assert choose_triplet(images, labels) == triplet
+    pixels = images.flatten(1).float() / 255
+    row = triplet_distances({"pixels": pixels}, triplet)[0]
+    assert abs(row["ratio"] - row["d_9A_4A"] / row["d_4A_4B"]) < 1e-9
+    # The rule, written out plainly: every 4 as anchor, its nearest 9, its median other 4.
+    fours = [int(i) for i in torch.nonzero(labels == 4).flatten()]
+    nines = [int(i) for i in torch.nonzero(labels == 9).flatten()]
+    best = None
+    for a in fours:
+        nine = min(nines, key=lambda n: float(torch.dist(pixels[a], pixels[n])))
+        others = sorted((i for i in fours if i != a), key=lambda i: float(torch.dist(pixels[a], pixels[i])))
+        four_b = others[(len(others) - 1) // 2]
+        ratio = float(torch.dist(pixels[a], pixels[nine]) / torch.dist(pixels[a], pixels[four_b]))
+        if best is None or ratio < best[0]:
+            best = (ratio, Triplet(nine, a, four_b))
+    assert triplet == best[1]
+    assert row["ratio"] < 1
+
+
+def test_measures_on_separated_and_on_random_features():
+    features, labels = _clusters()
+    distances = torch.cdist(features, features)
+    assert knn_accuracy(features, labels, features + 0.01, labels) == 1.0
+    assert triplet_ordering_rate(distances, labels) == 1.0
+    assert triplet_ordering_rate(distances, labels, classes=(4, 9)) == 1.0
+    assert within_between_ratio(distances, labels) < 0.1
+    noise = torch.randn(400, 50, generator=torch.Generator().manual_seed(0))
+    noise_labels = torch.arange(10).repeat(40)
+    noise_distances = torch.cdist(noise, noise)
+    assert 0.4 < triplet_ordering_rate(noise_distances, noise_labels) < 0.6
+    assert 0.9 < within_between_ratio(noise_distances, noise_labels) < 1.1
+
+
+def test_triplet_sampling_never_uses_the_anchor_as_its_positive():
+    # Two points per class, far apart within the class: an anchor paired with
+    # itself would count as "closer" and push the rate up to 1.
+    features = torch.tensor([[0.0], [10.0], [5.0]])
+    labels = torch.tensor([0, 0, 1])  # the lone 1 cannot anchor a triplet
+    distances = torch.cdist(features, features)
+    assert triplet_ordering_rate(distances, labels, count=2000) == 0.0
+
+
+def test_pca_keeps_the_main_direction():
+    line = torch.linspace(-1, 1, 50)[:, None] * torch.tensor([[3.0, 4.0, 0.0]])
+    projected = pca_2d(line)
+    assert projected.shape == (50, 2)
+    assert torch.allclose(projected[:, 0].abs(), (line.norm(dim=1)), atol=1e-4)
