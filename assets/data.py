@@ -1,4 +1,4 @@
-"""[data] MNIST and the lecture's "crop 2 pixels, 9 times the data"."""
+"""[data] MNIST, the lecture's "crop 2 pixels, 9 times the data", and infinite deformed MNIST."""
 
 import dagster as dg
 import torch
@@ -7,6 +7,7 @@ from pydantic import Field
 from conv_core import plots
 from conv_core.augment import SHIFTS, expand_shifts
 from conv_core.data import MnistConfig, load_mnist
+from conv_core.infinite import InfiniteMnist
 from pipelines.figures import figure_metadata
 from pipelines.paths import data_cache_dir
 from pipelines.versions import content_hash, versioned_output
@@ -86,4 +87,54 @@ def shifted_mnist(context: dg.AssetExecutionContext, mnist: dict) -> dg.Output[d
         "expanded_count": len(labels),
         "factor": len(labels) / source_count,
         **figure_metadata(context, figure, "nine_shifts"),
+    })
+
+
+class InfiniteMnistSettings(dg.Config):
+    """The deformed-digit stream (defaults: conv_core.infinite.InfiniteMnist)."""
+
+    mode: str = Field(default="infimnist", description="infimnist (tangent-vector deformations) | elastic (Simard)")
+    seed: int = 0
+    statistics_count: int = Field(default=10000, description="deformed digits measured for the statistics")
+
+
+@dg.asset(group_name=GROUP, code_version="1",
+          description="Infinite MNIST (infimnist-like): the index scheme's spec, a preview per class and deformation statistics.")
+def infinite_mnist(context: dg.AssetExecutionContext, config: InfiniteMnistSettings, mnist: dict) -> dg.Output[dict]:
+    stream = InfiniteMnist(mnist["train_images"], mnist["train_labels"], mnist["test_images"], mnist["test_labels"],
+                           mode=config.mode, seed=config.seed)
+    train_count, first = stream.train_count, stream.first_deformed_index
+    # Index first + p + k*N deforms training digit p, for every k: the preview
+    # shows the first digit of each class and 8 of its deformations.
+    firsts = [int(torch.nonzero(mnist["train_labels"] == digit).flatten()[0]) for digit in range(10)]
+    indices = torch.tensor([stream.test_count + p + k * train_count for p in firsts for k in range(9)])
+    indices[::9] = torch.tensor([stream.test_count + p for p in firsts])  # the untouched originals
+    preview, labels = stream.images(indices)
+    figure = plots.image_grid(preview, columns=9, cell=0.8,
+                              titles=["original" if k == 0 else f"#{int(i)}" for i, k in
+                                      zip(indices, list(range(9)) * 10)],
+                              suptitle=f"infinite MNIST ({config.mode}): originals and 8 deformations each")
+    deformed, _ = stream.batch(first, config.statistics_count)
+    sources = mnist["train_images"][torch.arange(config.statistics_count) % train_count]
+    change = (deformed.float() - sources.float()).abs()
+    ink_ratio = deformed.float().sum(dim=(1, 2)) / sources.float().sum(dim=(1, 2)).clamp(min=1)
+    statistics = {
+        "mean_absolute_change_per_pixel": float(change.mean()),
+        "fraction_of_pixels_changed": float((change > 0).float().mean()),
+        "fraction_saturated_255_deformed": float((deformed == 255).float().mean()),
+        "fraction_saturated_255_source": float((sources == 255).float().mean()),
+        "ink_ratio_median": float(ink_ratio.median()),
+        "ink_ratio_p05": float(ink_ratio.quantile(0.05)),
+        "ink_ratio_p95": float(ink_ratio.quantile(0.95)),
+    }
+    spec = stream.spec()
+    return dg.Output({"spec": spec, "statistics": statistics, "preview": preview, "preview_indices": indices,
+                      "preview_labels": labels}, metadata={
+        "mode": config.mode,
+        "first_deformed_index": first,
+        "index_scheme": spec["scheme"],
+        "note": "infimnist-like, not bit-identical to the original (its 350 MB data files are not available)",
+        "spec": dg.MetadataValue.json(spec),
+        **statistics,
+        **figure_metadata(context, figure, "preview"),
     })

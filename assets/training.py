@@ -75,7 +75,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     version = content_hash(settings, provenance["sha256_combined"], provenance.get("subset"))
     checkpoint = storage_dir() / "checkpoints" / f"{model_name}__{variant}" / f"{version}.pt"
     counts = count_parameters(model_name)
-    tags = {DAGSTER_RUN_TAG: context.run_id, "dagster.asset_key": context.asset_key.to_user_string(),
+    tags = {DAGSTER_RUN_TAG: context.run.run_id, "dagster.asset_key": context.asset_key.to_user_string(),
             "dagster.partition": context.partition_key, "model": model_name, "data_variant": variant}
 
     with mlflow_tracking.start_run(run_name=f"{model_name}/{variant}", tags=tags) as run:

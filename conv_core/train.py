@@ -54,15 +54,16 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = {
-            "epochs": self.epochs > 0,
-            "batch_size": self.batch_size > 0,
+            "epochs": isinstance(self.epochs, int) and self.epochs > 0,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size > 0,
             "lr": self.lr > 0 and math.isfinite(self.lr),
             "weight_decay": self.weight_decay >= 0 and math.isfinite(self.weight_decay),
             "device": self.device in DEVICES,
         }
         for name, ok in checks.items():
             if not ok:
-                expected = f"one of {DEVICES}" if name == "device" else "positive" if name != "weight_decay" else ">= 0"
+                expected = {"device": f"one of {DEVICES}", "weight_decay": ">= 0",
+                            "epochs": "a positive integer", "batch_size": "a positive integer"}.get(name, "positive")
                 raise ValueError(f"TrainConfig.{name} must be {expected}, got {getattr(self, name)!r}")
 
     def as_dict(self) -> dict:
@@ -199,7 +200,8 @@ def _deterministic(device: torch.device):
     if device.type != "cpu":
         yield
         return
-    before, warn_before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         yield
@@ -223,7 +225,7 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train `config.model` on uint8 (N, 28, 28) images and int labels.
+    """Train `config.model` on (N, 28, 28) images with pixel values 0-255 (uint8) and int labels.
 
     Adam with a per-step OneCycle schedule (peak lr = config.lr). If test data
     is given each epoch is evaluated on it. With `checkpoint_path` the full
@@ -239,6 +241,8 @@ def train(
         raise ValueError(f"{len(train_images)} training images but {len(train_labels)} labels")
     if len(train_images) == 0:
         raise ValueError("no training images")
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs a checkpoint_path")
     if (test_images is None) != (test_labels is None):
         raise ValueError("give both test_images and test_labels, or neither")
 
@@ -252,7 +256,9 @@ def train(
     n = len(images)
     steps_per_epoch = math.ceil(n / config.batch_size)
 
-    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     # fork_rng: seeding for init and dropout must not leak into the caller's global RNG.
     with torch.random.fork_rng(devices=cuda_devices), _deterministic(device):
         torch.manual_seed(config.seed)

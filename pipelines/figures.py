@@ -23,7 +23,7 @@ def figure_path(context: dg.AssetExecutionContext, name: str) -> Path:
     """Where a figure of this asset (and partition) lives, per Dagster run."""
     asset = "_".join(context.assets_def.key.path) if context.has_assets_def else context.op.name
     partition = context.partition_key.replace("|", "__") if context.has_partition_key else "all"
-    return storage_dir() / "figures" / asset / partition / context.run_id[:8] / f"{name}.png"
+    return storage_dir() / "figures" / asset / partition / context.run.run_id[:8] / f"{name}.png"
 
 
 def thumbnail_markdown(figure: Figure, alt: str) -> str:

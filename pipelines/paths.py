@@ -25,3 +25,22 @@ def data_cache_dir() -> Path:
 
 def mlflow_dir() -> Path:
     return convlab_home() / "mlflow"
+
+
+# One step at a time in each concurrency pool: training steps sit in the "gpu"
+# pool, so one local GPU is never shared by two steps.
+DAGSTER_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME (default .convlab/dagster), created with its dagster.yaml if missing."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(convlab_home() / "dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home

@@ -115,6 +115,9 @@ class TrackedRun:
 
         def log():
             mlflow.set_tracking_uri(self.tracking.resolved_uri())
+            # The logged model belongs to the fluent API's current experiment, not
+            # the run's: without this it lands in "Default" (and ./mlruns).
+            mlflow.set_experiment(experiment_id=self.experiment_id)
             # Naming the requirement skips MLflow's slow inference of it (a subprocess).
             info = mlflow.pytorch.log_model(model, name=name, run_id=self.run_id, signature=signature,
                                             input_example=example, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

@@ -11,10 +11,12 @@ partition the downstream assets read, then the rest.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import subprocess
 import sys
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -70,10 +72,12 @@ def graph_run(module_home):
         assert result.success
         return result
 
-    first = execute(before)
-    training = {key: execute(partitioned, key) for key in partitions}
-    last = execute(after)
-    return {"defs": defs, "instance": instance, "home": module_home, "first": first, "training": training,
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = execute(before)
+        training = {key: execute(partitioned, key) for key in partitions}
+        last = execute(after)
+    return {"warnings": caught, "defs": defs, "instance": instance, "home": module_home, "first": first, "training": training,
             "last": last, "partitions": partitions, "before": before, "after": after, "partitioned": partitioned}
 
 
@@ -117,6 +121,15 @@ def test_every_asset_is_materialised_with_figures_in_its_metadata(graph_run):
 
 
 @pytest.mark.slow
+def test_project_code_raises_no_warnings(graph_run):
+    """Deprecations surface only when assets run (context.run_id did): none may come from here."""
+    venv = str(REPO / ".venv")
+    ours = [f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}" for w in graph_run["warnings"]
+            if w.filename.startswith(str(REPO)) and not w.filename.startswith(venv)]
+    assert not ours, "\n".join(ours)
+
+
+@pytest.mark.slow
 def test_asset_checks_pass(graph_run):
     results = [graph_run["first"], *graph_run["training"].values(), graph_run["last"]]
     evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
@@ -151,7 +164,7 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert params["data_sha256"] == mnist["provenance"]["sha256_combined"]
         assert params["seed"] == params["config.seed"] == "0"
         assert params["device"] == "cpu"
-        assert params["versions.torch"] == torch.__version__
+        assert params["versions.torch"] == importlib.metadata.version("torch")
         assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", params["git_commit"])
 
         for metric in PER_EPOCH_METRICS:
@@ -186,7 +199,11 @@ LOAD_MODEL = """
 import sys
 import numpy as np
 repo, uri, inputs, models = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-sys.path[:] = [p for p in sys.path if p and not p.startswith(repo)]
+
+def in_repo(path):  # the checkout itself; its .venv (sys.prefix) only holds installed packages
+    return path == repo or (path.startswith(repo + "/") and not path.startswith(sys.prefix))
+
+sys.path[:] = [p for p in sys.path if p and not in_repo(p)]
 BLOCKED = {blocked!r}
 
 class Block:
@@ -206,7 +223,7 @@ for model_uri, outputs in zip(models[::2], models[1::2]):
     print(type(model).__module__, type(model).__name__)
 loaded = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
 assert not loaded, loaded
-assert not any(p.startswith(repo) for p in sys.path)
+assert not any(in_repo(p) for p in sys.path)
 """
 
 
@@ -232,7 +249,8 @@ def test_logged_model_runs_without_the_project(graph_run, tmp_path):
          str(tmp_path / "inputs.npy"), *arguments],
         cwd=tmp_path, env=subprocess_env(home), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert done.stdout.count("torch.nn.modules.container Sequential") == len(values), done.stdout
+    kinds = done.stdout.split("\n")[:len(values)]
+    assert all(kind.startswith("torch.") for kind in kinds), kinds  # stock torch modules only
 
     for partition, value in values.items():
         model = load_trained(value)

@@ -1,0 +1,411 @@
+"""Infinite MNIST: an endless, index-addressable stream of deformed digits.
+
+After Loosli, Canu and Bottou's infimnist. Index i names one image forever:
+
+    0 .. T-1         the test digits, untouched
+    T .. T+N-1       the training digits, untouched
+    i >= T+N         a deformation of training digit (i - T) mod N
+
+(T = 10,000 and N = 60,000 for full MNIST: 70,000 onwards are deformations.)
+Everything random about image i is a function of (i, seed), so the same index
+gives the same bytes on every run, machine and device, and a training epoch
+is just a fresh range of indices.
+
+Two deformation modes, both computed for a whole batch at once:
+
+- "infimnist": first-order elastic deformation along the digit's tangent
+  vectors, as infimnist does. With T0, T1 the digit's x and y derivatives
+  (Sobel: a [1,2,1] smoothing across a central difference) and F a bank of
+  1522 smooth random displacement fields (Gaussian-blurred uniform noise),
+      k1 = (i * 131071) mod 1521,  k2 = (k1 + 1 + 2i) mod 1522,
+      a  = +1 if k1 + k2 is even else -1,
+      x' = x + a * (F[k1] * T0 - F[k2] * T1),
+  clamped to 0-255, rounded, then translated by SHIFTS[k1 mod 9].
+  infimnist's own fields and tangent vectors come from its 350 MB data files,
+  which are not available here: this is infimnist-like, not bit-identical.
+- "elastic": Simard et al.'s elastic distortion: per image a displacement
+  field of uniform(-1, 1) noise blurred by a Gaussian (sigma 4) times alpha
+  (34) pixels, applied by bilinear resampling with zero fill. Blurring is
+  linear, so instead of blurring fresh noise per image we blur a bank of 1024
+  noise fields once and give image i the combination
+      (1 / sqrt(4)) * sum_j s_j * blurred[m_j],   j = 1..4,
+  with bank rows m_j and signs s_j hashed from (i, seed). That has exactly
+  the covariance of Simard's field (and is as near Gaussian as his is); the
+  only difference is that two images may share a bank row.
+
+Exactness: every float computation works on numbers with few enough
+significant bits that it is exact in float32 (fields are stored in fixed
+point: 1/256 px in "infimnist", 1/128 px in "elastic"), so summation order,
+FMA and vector width cannot change a result: the output is bitwise the same
+on any CPU or GPU. Rounding adds 2^23 and reads the float's low byte
+(round half to even), which is also much faster than a float->uint8 cast.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from conv_core.augment import SHIFTS
+
+MODES = ("infimnist", "elastic")
+IMAGE_SIZE = 28
+GENERATOR_VERSION = 1  # bump when any output byte changes
+
+# infimnist's index arithmetic
+FIELD_COUNT = 1522
+K1_MODULUS = 1521
+K1_MULTIPLIER = 131071
+
+# "infimnist" mode: fields are unit-RMS blurred noise times TANGENT_ALPHA pixels.
+TANGENT_SIGMA = 4.0  # pixels; smooth on the scale of a stroke's curve
+TANGENT_ALPHA = 1.5  # RMS displacement in pixels: visible, still the same digit
+TANGENT_FRACTION_BITS = 8  # fields stored in 1/256 px
+SOBEL_GAIN = 8  # the Sobel kernel gives 8x the derivative
+TANGENT_CANVAS = IMAGE_SIZE + 2  # one zero pixel around: room for the derivative stencils
+
+# "elastic" mode: Simard's parameters, and the bank that stands in for fresh noise.
+ELASTIC_ALPHA = 34.0
+ELASTIC_SIGMA = 4.0
+ELASTIC_BANK_SIZE = 1024  # a power of two: a row is picked with a bit mask
+ELASTIC_COMPONENTS = 4
+ELASTIC_FRACTION_BITS = 7  # displacements stored in 1/128 px
+# A power-of-two canvas makes grid_sample's unnormalisation exact; 2 zero pixels
+# around the 28x28 digit also give bilinear sampling its zero fill.
+ELASTIC_CANVAS = 32
+ELASTIC_BORDER = (ELASTIC_CANVAS - IMAGE_SIZE) // 2
+
+ROUNDING_MAGIC = 2.0 ** 23  # x + 2^23 has the rounded integer of x in its low mantissa bits
+LOW_BYTE = 0 if sys.byteorder == "little" else 3
+MASK32 = 0xFFFFFFFF
+DEFAULT_CHUNK = 1024  # images per inner step: keeps the float work in cache and memory small
+
+NOT_THE_ORIGINAL = ("infimnist-like, not bit-identical to the original "
+                    "(its 350 MB data files are not available)")
+
+
+# --------------------------------------------------------------------------- per-index parameters
+
+
+def infimnist_parameters(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(k1, k2, sign a, shift number) for int64 `indices`, infimnist's formulas.
+
+    Reduced modulo first, so any non-negative int64 index works without overflow.
+    """
+    k1 = (indices % K1_MODULUS) * K1_MULTIPLIER % K1_MODULUS
+    k2 = (k1 + 1 + 2 * (indices % (FIELD_COUNT // 2))) % FIELD_COUNT  # 2i mod 1522 = 2 (i mod 761)
+    sign = 1 - 2 * ((k1 + k2) % 2)
+    return k1, k2, sign, k1 % len(SHIFTS)
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash on int64 tensors holding values below 2^32.
+
+    The multiplier is below 2^27, so no product overflows int64: the same bits
+    on every device.
+    """
+    x = ((x >> 16) ^ x) * 0x45D9F3B & MASK32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & MASK32
+    return (x >> 16) ^ x
+
+
+def elastic_draws(indices: torch.Tensor, seed: int, count: int = ELASTIC_COMPONENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bank rows (K, count) and signs +-1 (K, count) for each index, hashed from (index, seed)."""
+    seed_key = _mix32(torch.tensor([seed & MASK32], dtype=torch.int64)).item()
+    key = _mix32(_mix32((indices & MASK32) ^ seed_key) ^ (indices >> 32))
+    salts = torch.tensor([(j + 1) * 0x9E3779B9 & MASK32 for j in range(count)], device=indices.device)
+    draws = _mix32(key[:, None] ^ salts)
+    rows = draws & (ELASTIC_BANK_SIZE - 1)
+    signs = 1 - 2 * ((draws >> 31) & 1)
+    return rows, signs
+
+
+# --------------------------------------------------------------------------- field banks (cached)
+
+
+def _blurred_noise(count: int, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """`count` 28x28 fields of uniform(-1, 1) noise blurred by a Gaussian, float64.
+
+    The noise is drawn on a larger square and only fully blurred pixels are
+    kept, so the field is equally smooth and strong up to the digit's edge.
+    float64 so that the fixed-point rounding afterwards is the same everywhere.
+    """
+    radius = math.ceil(3 * sigma)
+    side = IMAGE_SIZE + 2 * radius
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-taps**2 / (2 * sigma**2))
+    kernel /= kernel.sum()
+    blurred = []
+    for start in range(0, count, 256):  # in slices: the float64 noise is the biggest thing made here
+        noise = torch.rand(min(256, count - start), 1, side, side, generator=generator, dtype=torch.float64) * 2 - 1
+        rows = F.conv2d(noise, kernel.view(1, 1, -1, 1))
+        blurred.append(F.conv2d(rows, kernel.view(1, 1, 1, -1))[:, 0])
+    return torch.cat(blurred)
+
+
+@functools.lru_cache(maxsize=8)
+def tangent_field_bank(seed: int, device: str = "cpu") -> torch.Tensor:
+    """The "infimnist" fields as multipliers of the Sobel derivatives: (2 * 1522, 30 * 30) float32.
+
+    Row k is F[k] on the 30x30 canvas (zero border), in fixed point: an integer
+    number of 1/256 px divided by 256 * SOBEL_GAIN. Rows 1522 + k hold -F[k],
+    so the sign a is folded into which row is gathered.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    fields = _blurred_noise(FIELD_COUNT, TANGENT_SIGMA, generator)
+    fields /= fields.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()  # unit RMS displacement
+    # Integer 1/256 px; |q| < 2^11 keeps q * Sobel (|Sobel| <= 1020) exact in float32.
+    steps = torch.round(fields * TANGENT_ALPHA * 2**TANGENT_FRACTION_BITS).clamp(-2047, 2047)
+    multipliers = F.pad(steps / (2**TANGENT_FRACTION_BITS * SOBEL_GAIN), (1, 1, 1, 1))
+    bank = torch.cat([multipliers, -multipliers]).reshape(2 * FIELD_COUNT, TANGENT_CANVAS**2)
+    return bank.to(device=device, dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def elastic_field_bank(seed: int, device: str = "cpu") -> torch.Tensor:
+    """The "elastic" bank as grid_sample offsets: (1024 + 1, 28 * 28 * 2) float32.
+
+    Rows 0..1023: blurred noise times alpha / sqrt(4) pixels (so four of them,
+    signed, sum to one Simard field), in 1/128 px, as (x, y) offsets in
+    grid_sample's normalised units for the 32x32 canvas. The last row is the
+    identity grid: one gather adds it to every image's displacement.
+    """
+    generator = torch.Generator().manual_seed(seed + 0x5EED)
+    noise = _blurred_noise(2 * ELASTIC_BANK_SIZE, ELASTIC_SIGMA, generator)
+    pixels = noise.view(ELASTIC_BANK_SIZE, 2, IMAGE_SIZE, IMAGE_SIZE).permute(0, 2, 3, 1)
+    steps = torch.round(pixels * (ELASTIC_ALPHA / math.sqrt(ELASTIC_COMPONENTS)) * 2**ELASTIC_FRACTION_BITS)
+    offsets = steps / 2**ELASTIC_FRACTION_BITS * (2 / ELASTIC_CANVAS)  # one pixel = 2/32 of the unit square
+    # Pixel centre p of the canvas sits at (2p + 1) / 32 - 1 (align_corners=False).
+    centres = (2 * (torch.arange(IMAGE_SIZE, dtype=torch.float64) + ELASTIC_BORDER) + 1) / ELASTIC_CANVAS - 1
+    identity = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1)  # (..., (x, y))
+    bank = torch.cat([offsets.reshape(ELASTIC_BANK_SIZE, -1), identity.reshape(1, -1)])
+    return bank.to(device=device, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+class InfiniteMnist:
+    """Index-addressable deformed MNIST over any train/test split (see the module docstring).
+
+    `images(indices)` and `batch(start, count)` return uint8 (K, 28, 28) images
+    and int64 labels on `device`; `gen[i]` one image and its label.
+    """
+
+    def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor,
+                 test_images: torch.Tensor, test_labels: torch.Tensor,
+                 mode: str = "infimnist", seed: int = 0, device: str | torch.device = "cpu",
+                 chunk_size: int = DEFAULT_CHUNK):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        for name, images in (("train_images", train_images), ("test_images", test_images)):
+            if images.dtype != torch.uint8 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+                raise ValueError(f"{name} must be uint8 (K, 28, 28), got {images.dtype} {tuple(images.shape)}")
+        if len(train_images) == 0:
+            raise ValueError("need at least one training digit to deform")
+        self.mode, self.seed, self.chunk_size = mode, int(seed), int(chunk_size)
+        self.device = torch.device(device)
+        self.train_images = train_images.to(self.device)
+        self.test_images = test_images.to(self.device)
+        self.test_count, self.train_count = len(test_images), len(train_images)
+        self.labels = torch.cat([test_labels, train_labels]).to(self.device, torch.int64)
+        if mode == "infimnist":
+            self.bank = tangent_field_bank(self.seed, str(self.device))
+        else:
+            self.bank = elastic_field_bank(self.seed, str(self.device))
+
+    @property
+    def first_deformed_index(self) -> int:
+        return self.test_count + self.train_count
+
+    def epoch_indices(self, epoch: int, count: int) -> torch.Tensor:
+        """Indices for training epoch `epoch` of `count` images: a fresh range per epoch."""
+        start = self.first_deformed_index + epoch * count
+        return torch.arange(start, start + count, device=self.device)
+
+    def source_of(self, indices: torch.Tensor) -> torch.Tensor:
+        """Position of each index's source digit in [test digits, training digits]."""
+        wrapped = (indices - self.test_count) % self.train_count + self.test_count
+        return torch.where(indices < self.test_count, indices, wrapped)
+
+    # ---- access
+
+    def images(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images (K, 28, 28) uint8 and labels (K,) int64 at `indices` (any shape, flattened)."""
+        indices = torch.as_tensor(indices, dtype=torch.int64, device=self.device).reshape(-1)
+        if len(indices) and indices.min() < 0:
+            raise IndexError("infinite MNIST indices are non-negative")
+        source = self.source_of(indices)
+        out = torch.empty(len(indices), IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8, device=self.device)
+        deformed = indices >= self.first_deformed_index
+        if bool(deformed.all()):
+            self._deform_into(out, indices, source - self.test_count)
+        else:
+            test = indices < self.test_count
+            out[test] = self.test_images[indices[test]]
+            train = ~test & ~deformed
+            out[train] = self.train_images[indices[train] - self.test_count]
+            if bool(deformed.any()):
+                out[deformed] = self._deformed(indices[deformed], source[deformed] - self.test_count)
+        return out, self.labels[source]
+
+    def batch(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images start .. start + count - 1."""
+        return self.images(torch.arange(start, start + count, device=self.device))
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            images, labels = self.images(torch.tensor([index]))
+            return images[0], int(labels[0])
+        if isinstance(index, slice):
+            if index.stop is None or (index.step or 1) != 1:
+                raise IndexError("slices need a stop and step 1: the stream is infinite")
+            start = index.start or 0
+            return self.batch(start, max(0, index.stop - start))
+        return self.images(index)
+
+    def spec(self) -> dict:
+        """JSON-able description: enough to know which images an index gives."""
+        if self.mode == "infimnist":
+            parameters = {
+                "deformation": "x' = x + a*(F[k1]*T0 - F[k2]*T1), clamp 0-255, round half to even, "
+                               "then translate by SHIFTS[k1 mod 9] with zero fill",
+                "k1": f"(i*{K1_MULTIPLIER}) mod {K1_MODULUS}",
+                "k2": f"(k1 + 1 + 2i) mod {FIELD_COUNT}",
+                "a": "+1 if k1 + k2 is even else -1",
+                "tangents": "Sobel 3x3 ([1,2,1] smoothing x central difference) / 8, zero padding",
+                "field_count": FIELD_COUNT,
+                "field_sigma_px": TANGENT_SIGMA,
+                "field_rms_displacement_px": TANGENT_ALPHA,
+                "field_resolution_px": 2.0**-TANGENT_FRACTION_BITS,
+                "translations": [list(s) for s in SHIFTS],
+            }
+        else:
+            parameters = {
+                "deformation": "Simard elastic: bilinear resampling at p + alpha*blur_sigma(U), zero fill, "
+                               "round half to even",
+                "alpha_px": ELASTIC_ALPHA,
+                "sigma_px": ELASTIC_SIGMA,
+                "field": f"sum of {ELASTIC_COMPONENTS} signed rows of a bank of {ELASTIC_BANK_SIZE} "
+                         f"blurred uniform(-1,1) fields, / sqrt({ELASTIC_COMPONENTS}); "
+                         "rows and signs hashed from (index, seed)",
+                "field_resolution_px": 2.0**-ELASTIC_FRACTION_BITS,
+            }
+        return {
+            "scheme": "infimnist index scheme: 0..T-1 test digits, T..T+N-1 training digits, "
+                      "i >= T+N a deformation of training digit (i - T) mod N",
+            "mode": self.mode,
+            "seed": self.seed,
+            "test_count": self.test_count,
+            "train_count": self.train_count,
+            "first_deformed_index": self.first_deformed_index,
+            "parameters": parameters,
+            "generator_version": GENERATOR_VERSION,
+            "determinism": "bitwise: all randomness is a function of (index, seed) and all float "
+                           "arithmetic is exact",
+            "note": NOT_THE_ORIGINAL,
+        }
+
+    # ---- deformation
+
+    def _deformed(self, indices: torch.Tensor, train_rows: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(indices), IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8, device=self.device)
+        self._deform_into(out, indices, train_rows)
+        return out
+
+    def _deform_into(self, out: torch.Tensor, indices: torch.Tensor, train_rows: torch.Tensor) -> None:
+        """Write the deformations of `indices` (sources `train_rows`) into `out`, chunk by chunk."""
+        chunk = self._tangent_chunk if self.mode == "infimnist" else self._elastic_chunk
+        workspace = {}  # buffers reused across chunks: allocating them each time costs page faults
+        for start in range(0, len(indices), self.chunk_size):
+            stop = start + self.chunk_size
+            chunk(out[start:stop], indices[start:stop], train_rows[start:stop], workspace)
+
+    def _tangent_chunk(self, out, indices, train_rows, workspace) -> None:
+        """"infimnist" mode on a chunk: first-order deformation, round, translate.
+
+        Works on flat 30x30 canvases (the digit plus a zero border) laid end to
+        end, so a neighbour is a fixed offset (+-1 column, +-30 row) and every
+        step is one long contiguous vector operation. Canvas borders get
+        garbage derivatives, but the fields are zero there.
+        """
+        count, side = len(indices), TANGENT_CANVAS
+        length, margin = count * side * side, side + 1  # margin: room for the stencils past either end
+        k1, k2, sign, shift = infimnist_parameters(indices)
+        if workspace.get("count") != count:
+            new = functools.partial(torch.empty, device=self.device)
+            workspace.update(
+                count=count,
+                canvas=torch.zeros(length + 2 * margin, dtype=torch.uint8, device=self.device),
+                x=new(length + 2 * margin), diff=new(length + 2 * side), tx=new(count, side * side),
+                ty=new(count, side * side), fx=new(count, side * side), fy=new(count, side * side),
+            )
+        w = workspace
+
+        def at(buffer, offset, extra=0):  # the flat canvases moved by `offset`, `extra` past each end
+            return buffer[margin + offset - extra: margin + offset + length + extra]
+
+        digits = self.train_images.index_select(0, train_rows)
+        at(w["canvas"], 0).view(count, side, side)[:, 1:-1, 1:-1].copy_(digits)
+        w["x"].copy_(w["canvas"])
+        x, diff = w["x"], w["diff"]
+        tx, ty = w["tx"].view(-1), w["ty"].view(-1)
+        # T0: central difference along x, then [1,2,1] down the rows.
+        torch.sub(at(x, 1, side), at(x, -1, side), out=diff)
+        torch.add(diff[:length], diff[2 * side:], out=tx)
+        tx.add_(diff[side:side + length], alpha=2)
+        # T1: central difference along y, then [1,2,1] along the row.
+        torch.sub(at(x, side, 1), at(x, -side, 1), out=diff[:length + 2])
+        torch.add(diff[:length], diff[2:length + 2], out=ty)
+        ty.add_(diff[1:length + 1], alpha=2)
+        # a*F[k1] and -a*F[k2]: the bank's second half holds the negated fields.
+        torch.index_select(self.bank, 0, k1 + FIELD_COUNT * (sign < 0), out=w["fx"])
+        torch.index_select(self.bank, 0, k2 + FIELD_COUNT * (sign > 0), out=w["fy"])
+        deformed = torch.addcmul(at(x, 0).view(count, -1), w["tx"], w["fx"], out=w["tx"])
+        deformed.addcmul_(w["ty"], w["fy"])
+        _round_to_bytes(deformed.clamp_(0, 255))
+        # Translate while reading the rounded bytes out: the 28x28 window at canvas
+        # offset (1 - dy, 1 - dx) is the image shifted by (dy, dx), zero filled.
+        offsets = torch.tensor(SHIFTS, device=self.device)[shift]
+        starts = torch.arange(count, device=self.device) * side * side + (1 - offsets[:, 0]) * side + (1 - offsets[:, 1])
+        last_start = length - side * side + 2 * side + 2
+        windows = _low_bytes(deformed).as_strided(
+            (last_start + 1, IMAGE_SIZE, IMAGE_SIZE), (4, 4 * side, 4), LOW_BYTE)
+        torch.index_select(windows, 0, starts, out=out)
+
+    def _elastic_chunk(self, out, indices, train_rows, workspace) -> None:
+        """"elastic" mode on a chunk: hashed bank combination, exact bilinear resampling, round."""
+        count, side = len(indices), ELASTIC_CANVAS
+        if workspace.get("count") != count:
+            workspace.update(
+                count=count,
+                canvas=torch.zeros(count, 1, side, side, dtype=torch.uint8, device=self.device),
+                x=torch.empty(count, 1, side, side, device=self.device),
+            )
+        canvas, x = workspace["canvas"], workspace["x"]
+        border = ELASTIC_BORDER
+        canvas[:, 0, border:-border, border:-border] = self.train_images.index_select(0, train_rows)
+        x.copy_(canvas)
+        rows, signs = elastic_draws(indices, self.seed)
+        identity = torch.full((count, 1), ELASTIC_BANK_SIZE, device=self.device)
+        rows = torch.cat([rows, identity], dim=1)
+        weights = torch.cat([signs, torch.ones_like(identity)], dim=1).float()
+        grid = F.embedding_bag(rows, self.bank, per_sample_weights=weights, mode="sum")
+        grid = grid.view(count, IMAGE_SIZE, IMAGE_SIZE, 2)
+        resampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        _round_to_bytes(resampled)  # a convex mix of 0-255 values: no clamp needed
+        out.copy_(_low_bytes(resampled).view(count, IMAGE_SIZE, IMAGE_SIZE, 4)[..., LOW_BYTE])
+
+
+def _round_to_bytes(values: torch.Tensor) -> None:
+    """In place: values in [0, 255] become 2^23 + round(value); the low byte is the result."""
+    values.add_(ROUNDING_MAGIC)
+
+
+def _low_bytes(values: torch.Tensor) -> torch.Tensor:
+    """The bytes of a contiguous float32 tensor, flat (4 per value)."""
+    return values.reshape(-1).view(torch.int32).view(torch.uint8)
