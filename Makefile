@@ -17,6 +17,11 @@ run: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pipelines.run $(ARGS)
 
+# Dagster (dagster dev) on :3000 and MLflow on :5000 over the same stores; Ctrl-C stops both.
+ui: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	$(PY) -m pipelines.ui
+
 test: $(STAMP)
 	$(PY) -m pytest
 

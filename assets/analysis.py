@@ -142,28 +142,56 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
     })
 
 
-@dg.asset(group_name=GROUP, code_version="1", deps=["trained_model"],
-          description="Every model's latest MLflow run side by side: params, test accuracy, weights, training time.")
+@dg.asset(group_name=GROUP, code_version="2", deps=["trained_model"],
+          description="Every model's latest MLflow runs side by side, and test accuracy by model and data variant.")
 def run_comparison(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking) -> dg.Output[pd.DataFrame]:
     runs = mlflow_tracking.search_runs(filter_string="attributes.status = 'FINISHED'")
-    wanted = {"tags.model": "model", "tags.data_variant": "data_variant", "run_id": "run_id",
-              "metrics.test_accuracy": "test_accuracy", "params.weights": "weights",
-              "metrics.training_seconds": "training_seconds", "params.config.epochs": "epochs",
-              "params.config.lr": "lr", "params.config.batch_size": "batch_size", "params.seed": "seed",
-              "params.device": "device", "params.data_source": "data_source", "start_time": "start_time"}
     if runs.empty or "tags.model" not in runs:
         raise dg.Failure("no finished training runs in MLflow yet: materialise trained_model first")
-    runs = runs[[c for c in wanted if c in runs.columns]].rename(columns=wanted)
-    runs = runs.dropna(subset=["model", "test_accuracy"])
-    latest = runs.sort_values("start_time", ascending=False).groupby(["model", "data_variant"], as_index=False).first()
-    latest["weights"] = latest["weights"].astype(int)
-    latest["start_time"] = latest["start_time"].astype(str)
-    latest = latest.sort_values(["data_variant", "weights"]).reset_index(drop=True)
-    figure = plots.scatter_labelled(latest["weights"], latest["test_accuracy"],
-                                    [f"{m}/{v}" for m, v in zip(latest.model, latest.data_variant)],
-                                    "weights (no biases)", "test accuracy", "accuracy against weights", log_x=True)
+    latest = latest_runs(runs)
+    by_variant = accuracy_by_variant(latest)
+    newest = latest.groupby(["model", "data_variant"], as_index=False).first()
+    figures = {
+        "accuracy_vs_weights": plots.scatter_labelled(
+            newest["weights"], newest["test_accuracy"], [f"{m}/{v}" for m, v in zip(newest.model, newest.data_variant)],
+            "weights (no biases)", "test accuracy", "accuracy against weights", log_x=True),
+        "accuracy_by_variant": plots.accuracy_by_variant(by_variant),
+    }
+    metadata = {}
+    for name, figure in figures.items():
+        metadata.update(figure_metadata(context, figure, name))
     return dg.Output(latest, metadata={
         "runs": table_metadata(latest),
+        "accuracy_by_variant": table_metadata(by_variant),
         "experiment": mlflow_tracking.resolved_experiment(),
-        **figure_metadata(context, figure, "accuracy_vs_weights"),
+        **metadata,
     })
+
+
+RUN_COLUMNS = {"tags.model": "model", "tags.data_variant": "data_variant", "params.seed": "seed", "run_id": "run_id",
+               "metrics.test_accuracy": "test_accuracy", "params.weights": "weights",
+               "metrics.training_seconds": "training_seconds", "params.config.epochs": "epochs",
+               "params.config.lr": "lr", "params.config.batch_size": "batch_size", "params.device": "device",
+               "params.data_source": "data_source", "params.data_sha256": "data_sha256", "start_time": "start_time"}
+
+
+def latest_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The newest finished run of each (model, data variant, seed), from mlflow.search_runs' frame.
+
+    Only runs on the newest data (by sha256) count, so a switch of data source
+    does not mix, say, sample and full-MNIST accuracies.
+    """
+    runs = runs[[c for c in RUN_COLUMNS if c in runs.columns]].rename(columns=RUN_COLUMNS)
+    runs = runs.dropna(subset=["model", "test_accuracy"]).sort_values("start_time", ascending=False)
+    if "data_sha256" in runs:
+        runs = runs[runs["data_sha256"] == runs["data_sha256"].iloc[0]]
+    latest = runs.groupby(["model", "data_variant", "seed"], as_index=False).first()
+    latest["weights"] = latest["weights"].astype(int)
+    latest["start_time"] = latest["start_time"].astype(str)
+    return latest.sort_values(["data_variant", "weights", "seed"]).reset_index(drop=True)
+
+
+def accuracy_by_variant(latest: pd.DataFrame) -> pd.DataFrame:
+    """Model x data variant: mean, spread (sample std) and count of test accuracy over seeds."""
+    table = latest.groupby(["model", "data_variant"], as_index=False)["test_accuracy"].agg(["mean", "std", "count"])
+    return table.rename(columns={"mean": "accuracy_mean", "std": "accuracy_std", "count": "seeds"}).fillna(0.0)

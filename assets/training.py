@@ -1,13 +1,18 @@
 """[training] One trained model per (model, data variant) partition, each an MLflow run."""
 
+from pathlib import Path
+
 import dagster as dg
 import torch
+from pydantic import Field
 from torch import nn
 
 from conv_core import plots
 from conv_core.counting import count_parameters
+from conv_core.data import load_test_split
 from conv_core.evaluate import evaluate
 from conv_core.export import portable_model
+from conv_core.infinite import InfiniteMnist
 from conv_core.models import build_model
 from conv_core.train import TrainConfig, train
 from pipelines.compute import Compute
@@ -37,10 +42,22 @@ class TrainSettings(dg.Config):
     lr: float = TrainConfig.lr
     weight_decay: float = TrainConfig.weight_decay
     seed: int = TrainConfig.seed
+    infinite_mode: str = Field(default="infimnist", description="deformations of the infinite variant: infimnist | elastic")
 
 
 def _train_config(settings: TrainSettings, model: str, variant: str, device: torch.device) -> TrainConfig:
-    return TrainConfig(model=model, shift_augment=variant == "shifted", device=device.type, **settings.model_dump())
+    hyperparameters = settings.model_dump(exclude={"infinite_mode"})
+    return TrainConfig(model=model, shift_augment=variant == "shifted", device=device.type, **hyperparameters)
+
+
+def _epoch_data(variant: str, mnist: dict, mode: str):
+    """For the infinite variant: epoch e trains on deformed digits of index range e."""
+    if variant != "infinite":
+        return None
+    stream = InfiniteMnist(mnist["train_images"], mnist["train_labels"], mnist["test_images"],
+                           mnist["test_labels"], mode=mode)
+    count = len(mnist["train_labels"])
+    return lambda epoch: stream.images(stream.epoch_indices(epoch, count))
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d | None:
@@ -72,6 +89,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     # The version a user sees change in the UI: every setting that shapes the
     # weights, and the exact data (device excluded: CPU and GPU runs are peers).
     settings = {k: v for k, v in train_config.as_dict().items() if k != "device"}
+    if variant == "infinite":
+        settings["infinite_mode"] = config.infinite_mode
     version = content_hash(settings, provenance["sha256_combined"], provenance.get("subset"))
     checkpoint = storage_dir() / "checkpoints" / f"{model_name}__{variant}" / f"{version}.pt"
     counts = count_parameters(model_name)
@@ -81,6 +100,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     with mlflow_tracking.start_run(run_name=f"{model_name}/{variant}", tags=tags) as run:
         run.log_params({
             "config": train_config.as_dict(), "model": model_name, "data_variant": variant,
+            "infinite_mode": config.infinite_mode if variant == "infinite" else "none",
             "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
             "data_is_5000_digit_sample": provenance.get("is_sample", False),
             "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
@@ -99,7 +119,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         # exact version: continue it rather than start over.
         result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["test_images"],
                        mnist["test_labels"], on_epoch=log_epoch, checkpoint_path=checkpoint, resume=True,
-                       log=context.log.info)
+                       log=context.log.info, epoch_data=_epoch_data(variant, mnist, config.infinite_mode))
         for stats in result.history:  # epochs done before a resume belong to this run too
             if stats.epoch not in logged_epochs:
                 log_epoch(stats)
@@ -144,13 +164,20 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     })
 
 
+class EvaluationSettings(dg.Config):
+    heldout_idx_dir: str | None = Field(
+        default=None, description="an IDX folder whose t10k-* test files are evaluated too "
+                                  "(e.g. the official 10,000 test digits beside a run on the offline sample)")
+
+
 @dg.asset(
     partitions_def=training_partitions,
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     description="Test accuracy, per-class accuracy and confusion matrix of a trained model.",
 )
-def model_evaluation(context: dg.AssetExecutionContext, trained_model: dict, mnist: dict) -> dg.Output[dict]:
+def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, trained_model: dict,
+                     mnist: dict, mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
     model = load_trained(trained_model)
     evaluation = evaluate(model, mnist["test_images"], mnist["test_labels"])
     title = f"{trained_model['model']} / {trained_model['data_variant']}: accuracy {evaluation.accuracy:.2%}"
@@ -159,11 +186,20 @@ def model_evaluation(context: dg.AssetExecutionContext, trained_model: dict, mni
         schema=dg.TableSchema(columns=[dg.TableColumn("digit", "int"), dg.TableColumn("accuracy", "float")]))
     value = {**evaluation.as_dict(), "model": trained_model["model"], "data_variant": trained_model["data_variant"],
              "mlflow_run_id": trained_model["mlflow_run_id"]}
+    metadata = {}
+    if config.heldout_idx_dir:
+        heldout = evaluate(model, *load_test_split(config.heldout_idx_dir))
+        value["heldout"] = {**heldout.as_dict(), "idx_dir": str(Path(config.heldout_idx_dir).resolve())}
+        metadata = {"heldout_accuracy": heldout.accuracy, "heldout_count": heldout.count,
+                    "heldout_idx_dir": str(Path(config.heldout_idx_dir).resolve())}
+        mlflow_tracking.run(trained_model["mlflow_run_id"]).log_metrics(
+            {"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
     return dg.Output(value, metadata={
         "test_accuracy": evaluation.accuracy,
         "test_loss": evaluation.loss,
         "test_count": evaluation.count,
         "per_class_accuracy": per_class,
         "mlflow_run_id": trained_model["mlflow_run_id"],
+        **metadata,
         **figure_metadata(context, plots.confusion_matrix(evaluation.confusion, title), "confusion_matrix"),
     })

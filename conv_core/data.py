@@ -197,10 +197,25 @@ def write_idx(path, tensor: torch.Tensor) -> None:
     path.write_bytes(data)
 
 
-def _find_idx_files(folder: Path) -> dict[str, Path]:
-    """Role -> path for the four IDX files in folder, preferring the uncompressed copy."""
+def load_test_split(folder) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels (t10k-*) of an IDX folder, for evaluating on held-out digits.
+
+    Only the two test files are needed: evaluating a model trained on the
+    offline sample against the official 10,000 test digits, say.
+    """
+    found = _find_idx_files(Path(folder), roles=("test_images", "test_labels"))
+    images, labels = read_idx_images(found["test_images"]), read_idx_labels(found["test_labels"])
+    if len(images) != len(labels):
+        raise CountMismatchError(f"{found['test_images'].name}: {len(images)} images but "
+                                 f"{found['test_labels'].name} has {len(labels)} labels")
+    return images, labels
+
+
+def _find_idx_files(folder: Path, roles=tuple(IDX_FILES)) -> dict[str, Path]:
+    """Role -> path for the IDX files in folder, preferring the uncompressed copy."""
     found, missing = {}, []
-    for role, name in IDX_FILES.items():
+    for role in roles:
+        name = IDX_FILES[role]
         candidates = [folder / name, folder / f"{name}.gz"]
         existing = [p for p in candidates if p.is_file()]
         if existing:

@@ -88,48 +88,45 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 @one_thread()
-def class_hallucinations(model: nn.Module, digits=range(10), steps: int = 150, lr: float = 0.05,
-                         l2: float = 0.05, tv: float = 0.05, jitter: int = 1,
+def class_hallucinations(model: nn.Module, digits=range(10), steps: int = 150, step_size: float = 0.02,
+                         l2: float = 0.1, tv: float = 0.1, jitter: int = 1,
                          seed: int = 0) -> tuple[torch.Tensor, list[dict]]:
     """One image per digit, maximising that digit's logit from faint noise; batched.
 
-    Objective per image: logit[digit] - l2 * ||x||^2 - tv * TV(x), by Adam on the
-    pixels with clamping to [0, 1] after every step (and the same roll jitter as
-    `dream`). Returns (N, H, W) images and per digit {digit, logit_before,
+    Objective per image: logit[digit] - l2 * ||x||^2 - tv * TV(x), climbed with
+    the same step as `dream` (roll jitter, x += step_size * g / mean|g|, clamp
+    to [0, 1]). Returns (N, H, W) images and per digit {digit, logit_before,
     logit_after, probability (softmax of the digit at the end)}.
     """
     digits = torch.as_tensor(list(digits), dtype=torch.long)
     size = int(getattr(model, "input_size", 28))
-    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    start = 0.1 * torch.rand(len(digits), 1, size, size, generator=generator)
-    x = start.clone().to(device).requires_grad_(True)
+    x = (0.1 * torch.rand(len(digits), 1, size, size, generator=generator)).to(next(model.parameters()).device)
     chosen = (torch.arange(len(digits)), digits)
-    optimizer = torch.optim.Adam([x], lr=lr)
     with eval_mode(model):
         with torch.no_grad():
             logit_before = model(x)[chosen]
         for _ in range(steps):
             dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+            x.requires_grad_(True)
             with torch.enable_grad():
                 logits = model(x.roll((dy, dx), dims=(-2, -1)))
                 penalty = l2 * x.pow(2).flatten(1).sum(dim=1) + tv * total_variation(x)
-                loss = (penalty - logits[chosen]).sum()
-                # grad w.r.t. the pixels only: the model's own .grad stays untouched.
-                (x.grad,) = torch.autograd.grad(loss, x)
-            optimizer.step()
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)
+                objective = (logits[chosen] - penalty).sum()
+                # The gradient w.r.t. the pixels only: the model's own .grad stays untouched.
+                (gradient,) = torch.autograd.grad(objective, x)
+            scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+            x = (x.detach() + step_size * gradient / scale).clamp(0.0, 1.0)
         with torch.no_grad():
             logits = model(x)
     probabilities = logits.softmax(dim=1)[chosen]
     records = [{"digit": int(d), "logit_before": float(b), "logit_after": float(a), "probability": float(p)}
                for d, b, a, p in zip(digits, logit_before, logits[chosen], probabilities)]
-    return x.detach()[:, 0], records
+    return x[:, 0], records
 
 
-def class_hallucination(model: nn.Module, digit: int, steps: int = 150, lr: float = 0.05, l2: float = 0.05,
-                        tv: float = 0.05, jitter: int = 1, seed: int = 0) -> tuple[torch.Tensor, dict]:
+def class_hallucination(model: nn.Module, digit: int, steps: int = 150, step_size: float = 0.02,
+                        l2: float = 0.1, tv: float = 0.1, jitter: int = 1, seed: int = 0) -> tuple[torch.Tensor, dict]:
     """One digit's hallucination: (image (H, W), {digit, logit_before, logit_after, probability})."""
-    images, records = class_hallucinations(model, [digit], steps, lr, l2, tv, jitter, seed)
+    images, records = class_hallucinations(model, [digit], steps, step_size, l2, tv, jitter, seed)
     return images[0], records[0]

@@ -135,11 +135,16 @@ def filter_at_receptive_field(model: nn.Module, channel: int, y: int, x: int, im
 
 
 def receptive_field(model: nn.Module, layer: str, y: int, x: int) -> tuple[int, int, int, int]:
-    """Input rows and columns (top, left, bottom, right; inclusive, may run past the border) that unit (y, x) of `layer` reads."""
+    """The input pixels unit (y, x) of `layer` reads: (top, left, bottom, right), inclusive.
+
+    May run past the image border (that part is padding).
+    """
+    def pair(value):
+        return value if isinstance(value, tuple) else (value, value)
+
     top, bottom, left, right = y, y, x, x
     for _, module in reversed(stages_up_to(model, layer)):
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
-            pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
             (kh, kw), (sh, sw), (ph, pw) = pair(module.kernel_size), pair(module.stride), pair(module.padding)
             top, bottom = top * sh - ph, bottom * sh - ph + kh - 1
             left, right = left * sw - pw, right * sw - pw + kw - 1
@@ -153,7 +158,8 @@ def layer1_gradients(model: nn.Module, image) -> dict:
     """For each conv1 channel, at its most active position on `image`: dh1/dx and the placed, gated filter.
 
     Returns {"units": [(c, y, x)], "gradients": (C, H, W), "filters": (C, H, W),
-    "weights": conv1's (C, k, k) filters, "max_abs_difference": float} (0 up to float rounding, as the lecture says).
+    "weights": conv1's (C, k, k) filters, "max_abs_difference": float}; the difference is 0
+    up to float rounding, as the lecture says.
     """
     with eval_mode(model), torch.no_grad():
         h1 = forward_to(model, normalised_input(model, image)[:1], "relu1", normalised=True)[0]
@@ -162,7 +168,8 @@ def layer1_gradients(model: nn.Module, image) -> dict:
     gradients = torch.stack([layer1_input_gradient(model, image, *unit) for unit in units])
     filters = torch.stack([filter_at_receptive_field(model, *unit, image=image) for unit in units])
     return {"units": units, "gradients": gradients.cpu(), "filters": filters.cpu(),
-            "weights": model.conv1.weight.detach()[:, 0].cpu(), "max_abs_difference": float((gradients - filters).abs().max())}
+            "weights": model.conv1.weight.detach()[:, 0].cpu(),
+            "max_abs_difference": float((gradients - filters).abs().max())}
 
 
 # --------------------------------------------------------------------------- one unit, three rules

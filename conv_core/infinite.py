@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +79,6 @@ ELASTIC_CANVAS = 32
 ELASTIC_BORDER = (ELASTIC_CANVAS - IMAGE_SIZE) // 2
 
 ROUNDING_MAGIC = 2.0 ** 23  # x + 2^23 has the rounded integer of x in its low mantissa bits
-LOW_BYTE = 0 if sys.byteorder == "little" else 3
 MASK32 = 0xFFFFFFFF
 DEFAULT_CHUNK = 1024  # images per inner step: keeps the float work in cache and memory small
 
@@ -147,39 +145,52 @@ def _blurred_noise(count: int, sigma: float, generator: torch.Generator) -> torc
     return torch.cat(blurred)
 
 
+def tangent_fields(seed: int) -> torch.Tensor:
+    """The 1522 "infimnist" displacement fields F, in pixels: (1522, 28, 28) float64.
+
+    Unit-RMS blurred noise times TANGENT_ALPHA, in fixed point (whole 1/256 px),
+    limited to +-8 px so that a field times a Sobel value stays exact in float32.
+    """
+    fields = _blurred_noise(FIELD_COUNT, TANGENT_SIGMA, torch.Generator().manual_seed(seed))
+    fields /= fields.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    steps = torch.round(fields * TANGENT_ALPHA * 2**TANGENT_FRACTION_BITS).clamp(-2047, 2047)
+    return steps / 2**TANGENT_FRACTION_BITS
+
+
 @functools.lru_cache(maxsize=8)
 def tangent_field_bank(seed: int, device: str = "cpu") -> torch.Tensor:
-    """The "infimnist" fields as multipliers of the Sobel derivatives: (2 * 1522, 30 * 30) float32.
+    """F as multipliers of the Sobel values, on the 30x30 canvas: (2 * 1522, 900) float32.
 
-    Row k is F[k] on the 30x30 canvas (zero border), in fixed point: an integer
-    number of 1/256 px divided by 256 * SOBEL_GAIN. Rows 1522 + k hold -F[k],
-    so the sign a is folded into which row is gathered.
+    Row k is F[k] / 8 with a zero border; row 1522 + k is -F[k] / 8, so the
+    sign a is folded into which row is gathered.
     """
-    generator = torch.Generator().manual_seed(seed)
-    fields = _blurred_noise(FIELD_COUNT, TANGENT_SIGMA, generator)
-    fields /= fields.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()  # unit RMS displacement
-    # Integer 1/256 px; |q| < 2^11 keeps q * Sobel (|Sobel| <= 1020) exact in float32.
-    steps = torch.round(fields * TANGENT_ALPHA * 2**TANGENT_FRACTION_BITS).clamp(-2047, 2047)
-    multipliers = F.pad(steps / (2**TANGENT_FRACTION_BITS * SOBEL_GAIN), (1, 1, 1, 1))
+    multipliers = F.pad(tangent_fields(seed) / SOBEL_GAIN, (1, 1, 1, 1))
     bank = torch.cat([multipliers, -multipliers]).reshape(2 * FIELD_COUNT, TANGENT_CANVAS**2)
     return bank.to(device=device, dtype=torch.float32)
 
 
+def elastic_fields(seed: int) -> torch.Tensor:
+    """The "elastic" bank in pixels: (1024, 28, 28, 2) float64 (x, y) displacements.
+
+    Blurred uniform noise times alpha / sqrt(4), so that four of them, signed,
+    sum to one Simard field; in fixed point (whole 1/128 px).
+    """
+    noise = _blurred_noise(2 * ELASTIC_BANK_SIZE, ELASTIC_SIGMA, torch.Generator().manual_seed(seed + 0x5EED))
+    pixels = noise.view(ELASTIC_BANK_SIZE, 2, IMAGE_SIZE, IMAGE_SIZE).permute(0, 2, 3, 1)
+    scale = ELASTIC_ALPHA / math.sqrt(ELASTIC_COMPONENTS) * 2**ELASTIC_FRACTION_BITS
+    return torch.round(pixels * scale) / 2**ELASTIC_FRACTION_BITS
+
+
 @functools.lru_cache(maxsize=8)
 def elastic_field_bank(seed: int, device: str = "cpu") -> torch.Tensor:
-    """The "elastic" bank as grid_sample offsets: (1024 + 1, 28 * 28 * 2) float32.
+    """The elastic fields as grid_sample offsets: (1024 + 1, 28 * 28 * 2) float32.
 
-    Rows 0..1023: blurred noise times alpha / sqrt(4) pixels (so four of them,
-    signed, sum to one Simard field), in 1/128 px, as (x, y) offsets in
-    grid_sample's normalised units for the 32x32 canvas. The last row is the
-    identity grid: one gather adds it to every image's displacement.
+    In grid_sample's normalised units for the 32x32 canvas (align_corners=False:
+    one pixel is 2/32). The last row is the identity grid, so the same gather
+    that sums an image's four fields also adds the pixel positions.
     """
-    generator = torch.Generator().manual_seed(seed + 0x5EED)
-    noise = _blurred_noise(2 * ELASTIC_BANK_SIZE, ELASTIC_SIGMA, generator)
-    pixels = noise.view(ELASTIC_BANK_SIZE, 2, IMAGE_SIZE, IMAGE_SIZE).permute(0, 2, 3, 1)
-    steps = torch.round(pixels * (ELASTIC_ALPHA / math.sqrt(ELASTIC_COMPONENTS)) * 2**ELASTIC_FRACTION_BITS)
-    offsets = steps / 2**ELASTIC_FRACTION_BITS * (2 / ELASTIC_CANVAS)  # one pixel = 2/32 of the unit square
-    # Pixel centre p of the canvas sits at (2p + 1) / 32 - 1 (align_corners=False).
+    offsets = elastic_fields(seed) * (2 / ELASTIC_CANVAS)
+    # Pixel p of the canvas has its centre at (2p + 1) / 32 - 1.
     centres = (2 * (torch.arange(IMAGE_SIZE, dtype=torch.float64) + ELASTIC_BORDER) + 1) / ELASTIC_CANVAS - 1
     identity = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1)  # (..., (x, y))
     bank = torch.cat([offsets.reshape(ELASTIC_BANK_SIZE, -1), identity.reshape(1, -1)])
@@ -329,53 +340,55 @@ class InfiniteMnist:
         """"infimnist" mode on a chunk: first-order deformation, round, translate.
 
         Works on flat 30x30 canvases (the digit plus a zero border) laid end to
-        end, so a neighbour is a fixed offset (+-1 column, +-30 row) and every
+        end, so a neighbour is a fixed offset (+-1 column, +-30 rows) and every
         step is one long contiguous vector operation. Canvas borders get
-        garbage derivatives, but the fields are zero there.
+        garbage derivatives, but the fields are zero there. The chunk is
+        processed sorted by translation, so each translation is one slice.
         """
         count, side = len(indices), TANGENT_CANVAS
         length, margin = count * side * side, side + 1  # margin: room for the stencils past either end
         k1, k2, sign, shift = infimnist_parameters(indices)
+        order = torch.argsort(shift, stable=True)
         if workspace.get("count") != count:
             new = functools.partial(torch.empty, device=self.device)
             workspace.update(
-                count=count,
-                canvas=torch.zeros(length + 2 * margin, dtype=torch.uint8, device=self.device),
-                x=new(length + 2 * margin), diff=new(length + 2 * side), tx=new(count, side * side),
-                ty=new(count, side * side), fx=new(count, side * side), fy=new(count, side * side),
+                count=count, digits=new(count, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
+                x=torch.zeros(length + 2 * margin, device=self.device), diff=new(length + 2 * side),
+                tangent=new(count, side * side), fields=new(2 * count, side * side), y=new(count, side * side),
+                shifted=new(count, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
             )
-        w = workspace
+        x, diff, fields, y = (workspace[k] for k in ("x", "diff", "fields", "y"))
+        tangent = workspace["tangent"].view(-1)
 
         def at(buffer, offset, extra=0):  # the flat canvases moved by `offset`, `extra` past each end
             return buffer[margin + offset - extra: margin + offset + length + extra]
 
-        digits = self.train_images.index_select(0, train_rows)
-        at(w["canvas"], 0).view(count, side, side)[:, 1:-1, 1:-1].copy_(digits)
-        w["x"].copy_(w["canvas"])
-        x, diff = w["x"], w["diff"]
-        tx, ty = w["tx"].view(-1), w["ty"].view(-1)
-        # T0: central difference along x, then [1,2,1] down the rows.
+        digits = torch.index_select(self.train_images, 0, train_rows[order], out=workspace["digits"])
+        at(x, 0).view(count, side, side)[:, 1:-1, 1:-1] = digits  # the border stays zero
+        # a*F[k1] and -a*F[k2] in one gather: the bank's second half holds -F.
+        rows = torch.cat([k1 + FIELD_COUNT * (sign < 0), k2 + FIELD_COUNT * (sign > 0)])
+        torch.index_select(self.bank, 0, rows[torch.cat([order, order + count])], out=fields)
+        # y = x + a*F[k1]*T0, T0: central difference along x, then [1, 2, 1] down the rows
         torch.sub(at(x, 1, side), at(x, -1, side), out=diff)
-        torch.add(diff[:length], diff[2 * side:], out=tx)
-        tx.add_(diff[side:side + length], alpha=2)
-        # T1: central difference along y, then [1,2,1] along the row.
+        torch.add(diff[:length], diff[2 * side:], out=tangent)
+        tangent.add_(diff[side:side + length], alpha=2)
+        torch.addcmul(at(x, 0).view(count, -1), workspace["tangent"], fields[:count], out=y)
+        # y -= a*F[k2]*T1, T1: central difference along y, then [1, 2, 1] along the row
         torch.sub(at(x, side, 1), at(x, -side, 1), out=diff[:length + 2])
-        torch.add(diff[:length], diff[2:length + 2], out=ty)
-        ty.add_(diff[1:length + 1], alpha=2)
-        # a*F[k1] and -a*F[k2]: the bank's second half holds the negated fields.
-        torch.index_select(self.bank, 0, k1 + FIELD_COUNT * (sign < 0), out=w["fx"])
-        torch.index_select(self.bank, 0, k2 + FIELD_COUNT * (sign > 0), out=w["fy"])
-        deformed = torch.addcmul(at(x, 0).view(count, -1), w["tx"], w["fx"], out=w["tx"])
-        deformed.addcmul_(w["ty"], w["fy"])
-        _round_to_bytes(deformed.clamp_(0, 255))
-        # Translate while reading the rounded bytes out: the 28x28 window at canvas
-        # offset (1 - dy, 1 - dx) is the image shifted by (dy, dx), zero filled.
-        offsets = torch.tensor(SHIFTS, device=self.device)[shift]
-        starts = torch.arange(count, device=self.device) * side * side + (1 - offsets[:, 0]) * side + (1 - offsets[:, 1])
-        last_start = length - side * side + 2 * side + 2
-        windows = _low_bytes(deformed).as_strided(
-            (last_start + 1, IMAGE_SIZE, IMAGE_SIZE), (4, 4 * side, 4), LOW_BYTE)
-        torch.index_select(windows, 0, starts, out=out)
+        torch.add(diff[:length], diff[2:length + 2], out=tangent)
+        tangent.add_(diff[1:length + 1], alpha=2)
+        y.addcmul_(workspace["tangent"], fields[count:])
+        _round_to_bytes(y.clamp_(0, 255))
+        # Translate while reading the bytes out: the 28x28 window at canvas offset
+        # (1 - dy, 1 - dx) is the image shifted by (dy, dx), zero filled. The
+        # int32 -> uint8 cast keeps the low byte, the rounded value.
+        rounded = y.view(torch.int32).view(count, side, side)
+        shifted, first = workspace["shifted"], 0
+        for (dy, dx), number in zip(SHIFTS, torch.bincount(shift, minlength=len(SHIFTS)).tolist()):
+            rows = slice(first, first + number)
+            shifted[rows] = rounded[rows, 1 - dy:side - 1 - dy, 1 - dx:side - 1 - dx]
+            first += number
+        torch.index_select(shifted, 0, torch.argsort(order), out=out)
 
     def _elastic_chunk(self, out, indices, train_rows, workspace) -> None:
         """"elastic" mode on a chunk: hashed bank combination, exact bilinear resampling, round."""
@@ -398,14 +411,13 @@ class InfiniteMnist:
         grid = grid.view(count, IMAGE_SIZE, IMAGE_SIZE, 2)
         resampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         _round_to_bytes(resampled)  # a convex mix of 0-255 values: no clamp needed
-        out.copy_(_low_bytes(resampled).view(count, IMAGE_SIZE, IMAGE_SIZE, 4)[..., LOW_BYTE])
+        out.copy_(resampled.view(torch.int32).view(count, IMAGE_SIZE, IMAGE_SIZE))
 
 
 def _round_to_bytes(values: torch.Tensor) -> None:
-    """In place: values in [0, 255] become 2^23 + round(value); the low byte is the result."""
+    """In place: values in [0, 255] become 2^23 + round(value).
+
+    Read as int32 its low byte is the rounded value, and an int32 -> uint8 cast
+    keeps exactly that byte.
+    """
     values.add_(ROUNDING_MAGIC)
-
-
-def _low_bytes(values: torch.Tensor) -> torch.Tensor:
-    """The bytes of a contiguous float32 tensor, flat (4 per value)."""
-    return values.reshape(-1).view(torch.int32).view(torch.uint8)

@@ -192,3 +192,26 @@ def pca_maps(maps: dict[str, torch.Tensor], labels) -> Figure:
         ax.set_yticks([])
     fig.colorbar(scatter, ax=axes[0].tolist(), ticks=range(10), label="digit")
     return fig
+
+
+def accuracy_by_variant(table) -> Figure:
+    """Grouped bars: test accuracy per model, one bar per data variant, error bars over seeds.
+
+    `table`: a DataFrame with model, data_variant, accuracy_mean, accuracy_std.
+    """
+    models = list(dict.fromkeys(table["model"]))
+    variants = list(dict.fromkeys(table["data_variant"]))
+    width = 0.8 / max(1, len(variants))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, variant in enumerate(variants):
+        rows = table[table["data_variant"] == variant].set_index("model")
+        xs = [models.index(m) + i * width for m in rows.index]
+        ax.bar(xs, rows["accuracy_mean"], width, yerr=rows["accuracy_std"], capsize=3, label=variant)
+    low = float(table["accuracy_mean"].min())
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_xticks([m + width * (len(variants) - 1) / 2 for m in range(len(models))], models)
+    ax.set(ylabel="test accuracy", title="test accuracy by data variant (error bars: spread over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

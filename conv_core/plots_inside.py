@@ -87,23 +87,48 @@ def unit_projections_figure(image, projections: dict, layer: str, unit: Sequence
     return fig
 
 
+def _tile_row(tiles: np.ndarray, colour, border: int = 1) -> np.ndarray:
+    """(k, H, W) tiles -> one RGB strip (H + 2b, k * (W + 2b), 3), each tile through `colour` with a grey border."""
+    rgb = np.stack([colour(tile) for tile in tiles])  # (k, H, W, 3)
+    rgb = np.pad(rgb, ((0, 0), (border, border), (border, border), (0, 0)), constant_values=0.6)
+    return np.concatenate(list(rgb), axis=1)
+
+
 def top_activations_figure(images, top) -> Figure:
-    """Per channel (rows), its 9 top-activating images (left) and their deconvnet projections (right)."""
-    images = torch.as_tensor(images)
+    """Per channel (rows), its k top-activating images (left) and their deconvnet projections (right).
+
+    Drawn as one mosaic image (hundreds of separate axes take seconds to lay out).
+    """
+    images = _as_numpy(torch.as_tensor(images).float() / (255 if torch.as_tensor(images).dtype == torch.uint8 else 1))
     channels, k = top.indices.shape
-    fig, axes = plt.subplots(channels, 2 * k + 1, figsize=(0.55 * (2 * k + 1), 0.6 * channels + 0.6),
-                             squeeze=False, gridspec_kw={"width_ratios": [1] * k + [0.3] + [1] * k})
+    signed = plt.get_cmap("RdBu_r")
+
+    def grey(tile):
+        return np.repeat(np.clip(tile, 0, 1)[..., None], 3, axis=-1)
+
+    def red_blue(tile):
+        limit = float(np.abs(tile).max()) or 1.0
+        return signed(0.5 + 0.5 * tile / limit)[..., :3]  # each projection on its own symmetric scale
+
+    projections = _as_numpy(top.projections)
+    rows = []
     for c in range(channels):
-        for j in range(k):
-            picked = images[top.indices[c, j]]
-            _image(axes[c, j], picked.float() / 255 if picked.dtype == torch.uint8 else picked)
-            _signed(axes[c, k + 1 + j], top.projections[c, j])
-        axes[c, k].axis("off")
-        axes[c, 0].set_ylabel(f"ch {c}", fontsize=7, rotation=0, ha="right", va="center")
-    axes[0, k // 2].set_title("top-activating images", fontsize=8)
-    axes[0, k + 1 + k // 2].set_title("deconvnet projections", fontsize=8)
-    fig.suptitle(f"{top.layer}: the {k} strongest images per channel (Zeiler and Fergus)", fontsize=10)
-    fig.tight_layout(pad=0.3, h_pad=0.1, w_pad=0.1, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+        left = _tile_row(images[top.indices[c].numpy()], grey)
+        right = _tile_row(projections[c], red_blue)
+        rows.append(np.concatenate([left, np.ones((left.shape[0], 8, 3)), right], axis=1))
+    mosaic = np.concatenate(rows, axis=0)
+    fig, ax = plt.subplots(figsize=(mosaic.shape[1] / 55, mosaic.shape[0] / 55 + 0.5))
+    ax.imshow(mosaic, interpolation="nearest")
+    row_height = mosaic.shape[0] / channels
+    ax.set_yticks([(c + 0.5) * row_height for c in range(channels)], [f"ch {c}" for c in range(channels)], fontsize=7)
+    half = (mosaic.shape[1] - 8) / 2
+    ax.set_xticks([half / 2, half + 8 + half / 2], ["top-activating images", "deconvnet projections"], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"{top.layer}: the {k} strongest images per channel (Zeiler and Fergus)", fontsize=10, pad=18)
+    fig.tight_layout()
     return fig
 
 

@@ -232,6 +232,7 @@ def placement_hits(result: ClassMap, placements: list[Placement]) -> list[bool]:
 # --------------------------------------------------------------------------- cost
 
 
+@one_thread()
 def multiply_adds(model: nn.Module, height: int, width: int) -> int:
     """Multiply-adds of one forward pass on a (1, C, height, width) input, from conv and linear layers.
 

@@ -6,7 +6,10 @@ import dagster as dg
 
 from conv_core.models import MODEL_NAMES
 
-DATA_VARIANTS = ("plain", "shifted")
+# plain: the digits as they are; shifted: a random one of the 9 one-pixel shifts
+# per digit and epoch (sampling the 9x set); infinite: fresh deformed digits of
+# infinite MNIST every epoch (a new index range each time).
+DATA_VARIANTS = ("plain", "shifted", "infinite")
 
 model_partitions = dg.StaticPartitionsDefinition(list(MODEL_NAMES))
 variant_partitions = dg.StaticPartitionsDefinition(list(DATA_VARIANTS))

@@ -16,10 +16,11 @@ from pipelines.partitions import DATA_VARIANTS, training_key
 from pipelines.paths import ensure_dagster_home, storage_dir
 from pipelines.tracking import MlflowTracking
 
-DATA_ASSETS = ["mnist", "shifted_mnist", "parameter_counts"]
+DATA_ASSETS = ["mnist", "shifted_mnist", "infinite_mnist", "parameter_counts"]
 TRAINING_ASSETS = ["trained_model", "model_evaluation"]
 ANALYSIS_ASSETS = ["representation_distances", "filter_figures", "run_comparison"]
-DEFAULT_SHIFTED_MODELS = ("seed_cnn", "mlp")
+# Every model on plain digits; the lecture's two also on augmented data.
+DEFAULT_AUGMENTED_MODELS = ("seed_cnn", "mlp")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,8 +28,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source", default=None, help="MNIST source: auto (default), download, idx_dir, sample")
     parser.add_argument("--idx-dir", default=None, help="folder with the four MNIST IDX files")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    parser.add_argument("--shifted-models", nargs="*", default=list(DEFAULT_SHIFTED_MODELS), choices=MODEL_NAMES,
-                        help="models also trained on the shifted variant")
+    parser.add_argument("--augmented-models", nargs="*", default=list(DEFAULT_AUGMENTED_MODELS), choices=MODEL_NAMES,
+                        help="models also trained on the augmented variants")
+    parser.add_argument("--variants", nargs="+", default=list(DATA_VARIANTS), choices=DATA_VARIANTS,
+                        help="data variants to train the augmented models on")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (3 give a spread)")
+    parser.add_argument("--heldout-idx-dir", default=None,
+                        help="also evaluate every model on the t10k-* files of this IDX folder")
     parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
     parser.add_argument("--train-limit", type=int, default=None, help="train on a subset (quick runs)")
     parser.add_argument("--test-limit", type=int, default=None)
@@ -74,21 +80,29 @@ def main(argv=None) -> None:
     _phase("data")
     _execute(job, instance, DATA_ASSETS, {"ops": {"mnist": {"config": mnist_config}}})
 
-    partitions = [training_key(m, "plain") for m in args.models]
-    partitions += [training_key(m, "shifted") for m in args.shifted_models if "shifted" in DATA_VARIANTS]
-    for number, key in enumerate(partitions, start=1):
-        _phase(f"training {number}/{len(partitions)}: {key.keys_by_dimension['model']} on "
-               f"{key.keys_by_dimension['data']} data")
-        _execute(job, instance, TRAINING_ASSETS, {"ops": {"trained_model": {"config": train_config}}},
-                 partition_key=str(key))
+    partitions = [training_key(m, "plain") for m in args.models if "plain" in args.variants]
+    partitions += [training_key(m, v) for v in args.variants if v != "plain" for m in args.augmented_models]
+    evaluation_config = {"heldout_idx_dir": args.heldout_idx_dir} if args.heldout_idx_dir else {}
+    steps = [(key, seed) for seed in args.seeds for key in partitions]
+    for number, (key, seed) in enumerate(steps, start=1):
+        _phase(f"training {number}/{len(steps)}: {key.keys_by_dimension['model']} on "
+               f"{key.keys_by_dimension['data']} data, seed {seed}")
+        _execute(job, instance, TRAINING_ASSETS, {"ops": {
+            "trained_model": {"config": {**train_config, "seed": seed}},
+            "model_evaluation": {"config": evaluation_config}}}, partition_key=str(key))
 
     _phase("analyses and figures")
     _execute(job, instance, ANALYSIS_ASSETS, {})
 
     comparison = defs.load_asset_value("run_comparison", instance=instance)
     print("\n=== results ===")
-    print(comparison[["model", "data_variant", "test_accuracy", "weights", "training_seconds", "epochs"]]
+    print(comparison[["model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds", "epochs"]]
           .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if args.heldout_idx_dir:
+        print(f"\nheld-out test set ({args.heldout_idx_dir}):")
+        for key in partitions:
+            value = defs.load_asset_value("model_evaluation", partition_key=str(key), instance=instance)
+            print(f"  {value['model']:>15} / {value['data_variant']:<9} {value['heldout']['accuracy']:.4f}")
     mlflow = MlflowTracking()
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"figures and stored assets: {storage_dir()}")

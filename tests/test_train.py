@@ -54,7 +54,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("field, value", [
     ("lr", -0.01), ("lr", 0.0), ("batch_size", 0), ("epochs", 0),
-    ("weight_decay", -1e-4), ("device", "tpu"),
+    ("weight_decay", -1e-4), ("label_smoothing", 1.0), ("device", "tpu"),
 ])
 def test_invalid_settings_raise_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -1,0 +1,130 @@
+"""`make ui`: the Dagster UI and the MLflow UI over this checkout's stores, stopped together.
+
+Dagster (`dagster dev`: webserver, daemon and code server) reads DAGSTER_HOME;
+MLflow (`mlflow ui`) reads the SQLite store the training runs write, the same
+URI `MlflowTracking` resolves. Each server runs in its own process group, so
+Ctrl-C (or SIGTERM/SIGHUP to this script) stops both and everything they
+started; if one dies, the other is stopped too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.paths import convlab_home
+from pipelines.tracking import MlflowTracking
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+GRACE_SECONDS = 30
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--dagster-port", type=int, default=3000)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    return parser.parse_args(argv)
+
+
+def commands(args: argparse.Namespace, tracking: MlflowTracking) -> dict[str, list[str]]:
+    dagster = [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", args.host,
+               "-p", str(args.dagster_port)]
+    if tracking.resolved_uri().startswith(("http://", "https://", "databricks")):
+        return {"dagster": dagster}  # a tracking server has its own UI
+    mlflow = [str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking.resolved_uri(),
+              "--host", args.host, "--port", str(args.mlflow_port)]
+    artifacts = tracking.artifact_location()
+    if artifacts:  # experiments made in the UI keep their artifacts beside the store, not in the cwd
+        mlflow += ["--default-artifact-root", artifacts, "--no-serve-artifacts"]
+    return {"dagster": dagster, "mlflow": mlflow}
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _signal_all(processes: dict[str, subprocess.Popen], signum: int) -> None:
+    for process in processes.values():
+        if _alive(process.pid):
+            os.killpg(process.pid, signum)
+
+
+def _wait_all(processes: dict[str, subprocess.Popen], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in processes.values():
+            process.poll()  # reap, so a finished group leader no longer counts as alive
+        if not any(_alive(p.pid) for p in processes.values()):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def stop(processes: dict[str, subprocess.Popen]) -> None:
+    """What Ctrl-C in a terminal does (SIGINT to each group), then SIGTERM, then SIGKILL."""
+    for signum, seconds in ((signal.SIGINT, GRACE_SECONDS), (signal.SIGTERM, 5)):
+        _signal_all(processes, signum)
+        if _wait_all(processes, seconds):
+            return
+    for name, process in processes.items():
+        if _alive(process.pid):
+            print(f"{name} did not stop: killing it", file=sys.stderr)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("DAGSTER_HOME", str(convlab_home() / "dagster"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    tracking = MlflowTracking()
+    tracking.experiment_id()  # the store and the experiment exist before the UI first opens them
+    to_start = commands(args, tracking)
+    mlflow_url = f"http://{args.host}:{args.mlflow_port}" if "mlflow" in to_start else tracking.resolved_ui_url()
+    processes: dict[str, subprocess.Popen] = {}
+    # SIGINT too: started in the background it may be ignored, and an ignored
+    # SIGINT is inherited, which would make `dagster dev` ignore SIGTERM as well
+    # (it maps SIGTERM to its SIGINT handler).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
+    # MLflow's job runner (huey workers for GenAI jobs) is of no use here and costs a few processes.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    try:
+        for name, command in to_start.items():
+            # A new session: the terminal's Ctrl-C reaches this script only, which then stops each group whole.
+            processes[name] = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
+        print(f"Dagster UI: http://{args.host}:{args.dagster_port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})\n"
+              f"MLflow UI:  {mlflow_url}  ({tracking.resolved_uri()})\n"
+              "Ctrl-C stops both.", flush=True)
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with status {process.returncode}; stopping the other", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping both UIs", flush=True)
+        return 0
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(signum, signal.SIG_IGN)
+        stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
