@@ -1,8 +1,24 @@
-"""[figures] What the trained networks look like from the inside."""
+"""[figures] What the trained seed CNN looks like from the inside.
+
+Every asset here explains the seed CNN trained on plain digits, and logs its
+figures to that model's MLflow run as well as to Dagster metadata.
+"""
+
+import time
 
 import dagster as dg
+import torch
+from pydantic import Field
 
-from conv_core import plots
+from conv_core import plots, plots_inside
+from conv_core.dream import class_hallucinations, layer_hallucinations
+from conv_core.evaluate import predict_logits
+from conv_core.gradients import layer1_gradients, most_active_unit, top_activations as find_top_activations
+from conv_core.gradients import unit_projections
+from conv_core.segment import (
+    BACKGROUND_THRESHOLD, class_map, compare_sliding, dense_logits, fully_convolutional, make_canvas,
+    placement_hits, sliding_costs, sliding_window_logits,
+)
 from assets.training import load_trained
 from pipelines.figures import figure_metadata
 from pipelines.partitions import training_key
@@ -10,23 +26,191 @@ from pipelines.tracking import MlflowTracking
 
 GROUP = "figures"
 SEED_CNN = str(training_key("seed_cnn"))
+SEED_CNN_INPUT = {"trained_model": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping([SEED_CNN]))}
 
 
-@dg.asset(
-    group_name=GROUP,
-    code_version="1",
-    ins={"trained_model": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping([SEED_CNN]))},
-    description="The first-layer (9 of 5x5) and second-layer (16 x 9 of 5x5) filters of the trained seed CNN.",
-)
+def _explained(trained_model: dict, mlflow_tracking: MlflowTracking):
+    """The seed CNN and its MLflow run."""
+    value = trained_model[SEED_CNN]
+    return load_trained(value), mlflow_tracking.run(value["mlflow_run_id"]), value["mlflow_run_id"]
+
+
+def _publish(context, run, figures: dict, folder: str) -> dict:
+    """Each figure to the model's MLflow run and to Dagster metadata (file + thumbnail)."""
+    metadata = {}
+    for name, figure in figures.items():
+        run.log_figure(figure, f"{folder}/{name}.png")
+        metadata.update(figure_metadata(context, figure, name))
+    return metadata
+
+
+def first_of_class(labels: torch.Tensor, digit: int) -> int:
+    """The first test digit of a class: the documented, deterministic choice of example."""
+    matches = torch.nonzero(labels == digit).flatten()
+    if len(matches) == 0:
+        raise dg.Failure(f"the test split has no {digit}")
+    return int(matches[0])
+
+
+@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+          description="The first-layer (9 of 5x5) and second-layer (16 x 9 of 5x5) filters of the trained seed CNN.")
 def filter_figures(context: dg.AssetExecutionContext, trained_model: dict,
                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
-    value = trained_model[SEED_CNN]
-    model = load_trained(value)
-    first = plots.conv_filters(model.conv1.weight, "seed CNN layer 1: 9 filters of 5x5")
-    second = plots.conv_filters(model.conv2.weight, "seed CNN layer 2: 16 filters (rows) x 9 input channels")
-    run = mlflow_tracking.run(value["mlflow_run_id"])
-    run.log_figure(first, "figures/filters_layer1.png")
-    run.log_figure(second, "figures/filters_layer2.png")
-    metadata = {**figure_metadata(context, first, "layer1_filters"), **figure_metadata(context, second, "layer2_filters")}
+    model, run, run_id = _explained(trained_model, mlflow_tracking)
+    figures = {
+        "layer1_filters": plots.conv_filters(model.conv1.weight, "seed CNN layer 1: 9 filters of 5x5"),
+        "layer2_filters": plots.conv_filters(model.conv2.weight, "seed CNN layer 2: 16 filters (rows) x 9 input channels"),
+    }
+    metadata = _publish(context, run, figures, "filters")
     return dg.Output({"layer1": model.conv1.weight.detach().clone(), "layer2": model.conv2.weight.detach().clone()},
-                     metadata={"mlflow_run_id": value["mlflow_run_id"], **metadata})
+                     metadata={"mlflow_run_id": run_id, **metadata})
+
+
+class GradientSettings(dg.Config):
+    digit: int = Field(default=8, description="the class of the example (the lecture uses an 8); its first test digit")
+
+
+@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+          description="Gradients to the input: dh1/dx is the filter; the most active layer-2 unit's gradient, deconvnet and guided backprop.")
+def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings, trained_model: dict, mnist: dict,
+                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+    model, run, run_id = _explained(trained_model, mlflow_tracking)
+    index = first_of_class(mnist["test_labels"], config.digit)
+    image = mnist["test_images"][index]
+    layer1 = layer1_gradients(model, image)
+    channel, y, x, value = most_active_unit(model, image, "relu2")
+    projections = unit_projections(model, image, "relu2", (channel, y, x))
+    figures = {
+        "layer1_gradients_vs_filters": plots_inside.layer1_gradients_figure(image, layer1),
+        "layer2_unit_projections": plots_inside.unit_projections_figure(image, projections, "relu2", (channel, y, x),
+                                                                        value),
+    }
+    metadata = _publish(context, run, figures, "gradients")
+    run.log_metrics({"dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"]})
+    return dg.Output({"test_index": index, "layer1": layer1, "unit": (channel, y, x), "unit_value": value,
+                      "projections": projections}, metadata={
+        "test_index": index,
+        "dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"],
+        "layer2_unit": f"channel {channel} at ({y}, {x})",
+        "layer2_unit_activation": value,
+        "mlflow_run_id": run_id,
+        **metadata,
+    })
+
+
+@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+          description="Zeiler and Fergus: for every layer-2 channel, the 9 test images that drive it most and their deconvnet projections.")
+def top_activations(context: dg.AssetExecutionContext, trained_model: dict, mnist: dict,
+                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+    model, run, run_id = _explained(trained_model, mlflow_tracking)
+    top = find_top_activations(model, mnist["test_images"], "relu2", k=9)
+    metadata = _publish(context, run, {"top_activations": plots_inside.top_activations_figure(mnist["test_images"], top)},
+                        "top_activations")
+    return dg.Output({"indices": top.indices, "values": top.values, "positions": top.positions}, metadata={
+        "channels": int(top.indices.shape[0]),
+        "images_per_channel": int(top.indices.shape[1]),
+        "strongest_activation": float(top.values.max()),
+        "mlflow_run_id": run_id,
+        **metadata,
+    })
+
+
+class HallucinationSettings(dg.Config):
+    steps: int = Field(default=100, description="gradient-ascent steps per image")
+    step_size: float = 0.01
+    class_steps: int = Field(default=150, description="steps for the per-class hallucinations")
+
+
+HALLUCINATION_LAYERS = ("relu1", "pool1", "relu2", "pool2", "fc1")
+
+
+@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+          description="Hallucinations: gradient ascent on 1/2 ||h||^2 of each layer, from digits and from noise; one image per class.")
+def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSettings, trained_model: dict, mnist: dict,
+                   mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+    model, run, run_id = _explained(trained_model, mlflow_tracking)
+    digits = mnist["test_images"][[first_of_class(mnist["test_labels"], d) for d in (3, 8)]].float() / 255
+    noise = 0.1 * torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(0))
+    starts = torch.cat([digits, noise])
+    results = layer_hallucinations(model, starts, HALLUCINATION_LAYERS, steps=config.steps, step_size=config.step_size)
+    class_images, class_records = class_hallucinations(model, steps=config.class_steps)
+    norms = [{"layer": layer, "start": start, "norm_before": float(record["norm_before"][i]),
+              "norm_after": float(record["norm_after"][i])}
+             for layer, (_, record) in results.items() for i, start in enumerate(["digit 3", "digit 8", "noise"])]
+    figures = {"hallucinations": plots_inside.hallucinations_figure(starts, results),
+               "class_hallucinations": plots_inside.class_hallucinations_figure(class_images, class_records)}
+    metadata = _publish(context, run, figures, "hallucinations")
+    smallest_growth = min(row["norm_after"] / max(row["norm_before"], 1e-12) for row in norms)
+    run.log_metrics({"hallucination_smallest_norm_growth": smallest_growth})
+    return dg.Output({"norms": norms, "class_records": class_records,
+                      "images": {layer: images for layer, (images, _) in results.items()},
+                      "class_images": class_images}, metadata={
+        "norms": dg.MetadataValue.json(norms),
+        "smallest_norm_growth": smallest_growth,
+        "class_probabilities": dg.MetadataValue.json({r["digit"]: round(r["probability"], 3) for r in class_records}),
+        "mlflow_run_id": run_id,
+        **metadata,
+    })
+
+
+class SlidingSettings(dg.Config):
+    canvas_size: int = Field(default=112, description="side of the square canvas, pixels")
+    digits: int = Field(default=5, description="test digits placed on the canvas")
+    seed: int = 0
+    threshold: float = Field(default=BACKGROUND_THRESHOLD, description="below this top softmax probability a window is background")
+
+
+def _best_of(function, repeats: int = 3) -> tuple[float, object]:
+    """The fastest of a few wall-clock timings, and the result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+          description="The classifier slid over a canvas as a fully convolutional net: class map, and cost against explicit windows.")
+def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSettings, trained_model: dict, mnist: dict,
+                         mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+    model, run, run_id = _explained(trained_model, mlflow_tracking)
+    fcn = fully_convolutional(model)
+    test_images = mnist["test_images"]
+    # The FCN is the classifier: on one 28x28 digit both give the same logits.
+    check_images = test_images[:64]
+    fcn_on_digits = dense_logits(fcn, check_images[0]).flatten()
+    equal_difference = float((fcn_on_digits - predict_logits(model, check_images[:1])[0]).abs().max())
+    canvas, placements = make_canvas(test_images, mnist["test_labels"], size=config.canvas_size,
+                                     count=config.digits, seed=config.seed)
+    fcn_seconds, fcn_logits = _best_of(lambda: dense_logits(fcn, canvas))
+    explicit_seconds, explicit_logits = _best_of(lambda: sliding_window_logits(model, canvas, stride=4))
+    result = class_map(fcn, canvas, threshold=config.threshold)
+    hits = placement_hits(result, placements)
+    costs = sliding_costs(model, fcn, size=config.canvas_size, stride=4)
+    agreement = compare_sliding(fcn_logits, explicit_logits, placements)
+    title = (f"{sum(hits)}/{len(hits)} placed digits right; background = top probability < {config.threshold}")
+    metadata = _publish(context, run, {"class_map": plots_inside.class_map_figure(canvas, result, placements, title)},
+                        "sliding")
+    summary = {
+        "fcn_vs_classifier_max_abs_difference": equal_difference,
+        "placed_digits_correct": sum(hits),
+        "placed_digits": len(hits),
+        "background_fraction": result.background_fraction(),
+        "fcn_multiply_adds": costs["fcn_multiply_adds"],
+        "explicit_multiply_adds": costs["explicit_multiply_adds"],
+        "multiply_add_ratio": costs["ratio"],
+        "fcn_seconds": fcn_seconds,
+        "explicit_seconds": explicit_seconds,
+        "wall_time_speedup": explicit_seconds / fcn_seconds,
+        **{f"fcn_vs_explicit_{k}": v for k, v in agreement.items()},
+    }
+    run.log_metrics({"sliding_multiply_add_ratio": costs["ratio"], "sliding_wall_time_speedup": summary["wall_time_speedup"]})
+    return dg.Output({"canvas": canvas, "placements": [p._asdict() for p in placements],
+                      "predicted": result.predicted, "confidence": result.confidence, **summary}, metadata={
+        **summary,
+        "background_rule": f"a window is background when its top softmax probability is below {config.threshold} "
+                           "(a threshold, not a trained background class)",
+        "mlflow_run_id": run_id,
+        **metadata,
+    })

@@ -94,10 +94,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", choices=["default", "all"], default="default",
                         help="'all' also times channels_last off and bf16 autocast on")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for this run (default: torch's own choice)")
     parser.add_argument("--peak-gflops", type=float, default=232.0,
                         help="fp32 peak of the machine (default: this 2-vCPU machine's, design.md section 8)")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     images, labels = sample_epoch(args.epochs_images)
     print(f"{args.epochs_images:,} images per epoch on {device} ({torch.get_num_threads()} threads); "
@@ -110,7 +114,7 @@ def main() -> None:
         variants["bf16 autocast"] = TrainConfig(**{**defaults.as_dict(), "bf16": True})
         variants["bf16, channels_last off"] = TrainConfig(**{**defaults.as_dict(), "bf16": True, "channels_last": False})
 
-    print(f"\n{'model':<9} {'loop':<44} {'images/s':>10} {'epoch s':>8} {'% of peak':>9} {'speed-up':>8}")
+    print(f"\n{'model':<9} {'loop':<52} {'images/s':>10} {'epoch s':>8} {'% of peak':>9} {'speed-up':>8}")
     for name in args.models:
         tflop = TFLOP_PER_EPOCH.get(name, float("nan")) * args.epochs_images / 60_000
         baseline = examples_mnist_epoch(name, images, labels, device)
@@ -124,8 +128,8 @@ def main() -> None:
         for description, rate in rows:
             seconds = args.epochs_images / rate
             peak_fraction = tflop * 1e12 / seconds / (args.peak_gflops * 1e9)
-            print(f"{name:<9} {description:<44} {rate:>10,.0f} {seconds:>8.2f} {peak_fraction:>9.1%} "
-                  f"{rate / baseline:>7.2f}x")
+            print(f"{name:<9} {description:<52} {rate:>10,.0f} {seconds:>8.2f} {peak_fraction:>9.1%} "
+                  f"{rate / baseline:>7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

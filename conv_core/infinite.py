@@ -126,23 +126,23 @@ def elastic_draws(indices: torch.Tensor, seed: int, count: int = ELASTIC_COMPONE
 
 
 def _blurred_noise(count: int, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """`count` 28x28 fields of uniform(-1, 1) noise blurred by a Gaussian, float64.
+    """`count` 28x28 fields of uniform(-1, 1) noise blurred by a Gaussian: (count, 28, 28) float64.
 
-    The noise is drawn on a larger square and only fully blurred pixels are
-    kept, so the field is equally smooth and strong up to the digit's edge.
-    float64 so that the fixed-point rounding afterwards is the same everywhere.
+    The noise is drawn on a larger square (3 sigma more on each side) and only
+    fully blurred pixels are kept, so a field is equally smooth and strong up
+    to the digit's edge. The separable blur is two matrix products. float64 so
+    that the fixed-point rounding afterwards comes out the same everywhere.
     """
     radius = math.ceil(3 * sigma)
     side = IMAGE_SIZE + 2 * radius
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-taps**2 / (2 * sigma**2))
     kernel /= kernel.sum()
-    blurred = []
-    for start in range(0, count, 256):  # in slices: the float64 noise is the biggest thing made here
-        noise = torch.rand(min(256, count - start), 1, side, side, generator=generator, dtype=torch.float64) * 2 - 1
-        rows = F.conv2d(noise, kernel.view(1, 1, -1, 1))
-        blurred.append(F.conv2d(rows, kernel.view(1, 1, 1, -1))[:, 0])
-    return torch.cat(blurred)
+    blur = torch.zeros(IMAGE_SIZE, side, dtype=torch.float64)  # row p: the kernel centred on p + radius
+    for p in range(IMAGE_SIZE):
+        blur[p, p:p + 2 * radius + 1] = kernel
+    noise = torch.rand(count, side, side, generator=generator, dtype=torch.float64) * 2 - 1
+    return blur @ noise @ blur.T
 
 
 def tangent_fields(seed: int) -> torch.Tensor:
@@ -269,8 +269,8 @@ class InfiniteMnist:
         return self.images(torch.arange(start, start + count, device=self.device))
 
     def __getitem__(self, index):
-        if isinstance(index, int):
-            images, labels = self.images(torch.tensor([index]))
+        if isinstance(index, int) or (torch.is_tensor(index) and index.ndim == 0):
+            images, labels = self.images(torch.tensor([int(index)]))
             return images[0], int(labels[0])
         if isinstance(index, slice):
             if index.stop is None or (index.step or 1) != 1:
@@ -391,23 +391,20 @@ class InfiniteMnist:
         torch.index_select(shifted, 0, torch.argsort(order), out=out)
 
     def _elastic_chunk(self, out, indices, train_rows, workspace) -> None:
-        """"elastic" mode on a chunk: hashed bank combination, exact bilinear resampling, round."""
-        count, side = len(indices), ELASTIC_CANVAS
+        """"elastic" mode on a chunk: hashed bank combination, bilinear resampling, round.
+
+        The digits sit on 32x32 canvases with a zero border, which gives the
+        resampling its zero fill and makes grid_sample's arithmetic exact.
+        """
+        count, side, border = len(indices), ELASTIC_CANVAS, ELASTIC_BORDER
         if workspace.get("count") != count:
-            workspace.update(
-                count=count,
-                canvas=torch.zeros(count, 1, side, side, dtype=torch.uint8, device=self.device),
-                x=torch.empty(count, 1, side, side, device=self.device),
-            )
-        canvas, x = workspace["canvas"], workspace["x"]
-        border = ELASTIC_BORDER
-        canvas[:, 0, border:-border, border:-border] = self.train_images.index_select(0, train_rows)
-        x.copy_(canvas)
+            workspace.update(count=count, x=torch.zeros(count, 1, side, side, device=self.device))
+        x = workspace["x"]
+        x[:, 0, border:-border, border:-border] = self.train_images.index_select(0, train_rows)
         rows, signs = elastic_draws(indices, self.seed)
         identity = torch.full((count, 1), ELASTIC_BANK_SIZE, device=self.device)
-        rows = torch.cat([rows, identity], dim=1)
-        weights = torch.cat([signs, torch.ones_like(identity)], dim=1).float()
-        grid = F.embedding_bag(rows, self.bank, per_sample_weights=weights, mode="sum")
+        grid = F.embedding_bag(torch.cat([rows, identity], dim=1), self.bank, mode="sum",
+                               per_sample_weights=torch.cat([signs, torch.ones_like(identity)], dim=1).float())
         grid = grid.view(count, IMAGE_SIZE, IMAGE_SIZE, 2)
         resampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         _round_to_bytes(resampled)  # a convex mix of 0-255 values: no clamp needed

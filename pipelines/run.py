@@ -18,7 +18,8 @@ from pipelines.tracking import MlflowTracking
 
 DATA_ASSETS = ["mnist", "shifted_mnist", "infinite_mnist", "parameter_counts"]
 TRAINING_ASSETS = ["trained_model", "model_evaluation"]
-ANALYSIS_ASSETS = ["representation_distances", "filter_figures", "run_comparison"]
+ANALYSIS_ASSETS = ["representation_distances", "filter_figures", "input_gradients", "top_activations",
+                   "hallucinations", "sliding_segmentation", "run_comparison"]
 # Every model on plain digits; the lecture's two also on augmented data.
 DEFAULT_AUGMENTED_MODELS = ("seed_cnn", "mlp")
 

@@ -180,3 +180,20 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         log.close()
     with pytest.raises(ProcessLookupError):
         os.killpg(server.pid, 0)
+
+
+def test_make_ui_serves_both_uis_over_the_project_stores(convlab_home):
+    from pipelines.tracking import MlflowTracking
+    from pipelines.ui import commands, parse_args
+
+    tracking = MlflowTracking()
+    started = commands(parse_args([]), tracking)
+    assert started["dagster"][1:] == ["dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"]
+    mlflow = started["mlflow"]
+    assert mlflow[mlflow.index("--backend-store-uri") + 1] == tracking.resolved_uri()
+    assert tracking.resolved_uri() == f"sqlite:///{convlab_home / 'mlflow' / 'mlflow.db'}"
+    assert mlflow[mlflow.index("--default-artifact-root") + 1] == tracking.artifact_location()
+    assert mlflow[mlflow.index("--port") + 1] == "5000"
+
+    remote = commands(parse_args(["--dagster-port", "3100"]), MlflowTracking(tracking_uri="http://mlflow:5000"))
+    assert list(remote) == ["dagster"] and remote["dagster"][-1] == "3100"

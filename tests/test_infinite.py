@@ -1,0 +1,225 @@
+"""Infinite MNIST: the index scheme, determinism, and both deformations against
+straightforward float64 re-implementations of their formulas."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conv_core.augment import SHIFTS, shift_images
+from conv_core.infinite import (InfiniteMnist, elastic_draws, elastic_fields, infimnist_parameters,
+                                tangent_fields)
+
+MODES = ("infimnist", "elastic")
+
+# Tiny synthetic split, the same in every process: 3 test and 5 training "digits".
+SYNTHETIC = """
+import torch
+g = torch.Generator().manual_seed(1234)
+blobs = (torch.rand(8, 1, 28, 28, generator=g) > 0.8).float()
+digits = (torch.nn.functional.avg_pool2d(blobs, 5, 1, 2)[:, 0] * 700).clamp(0, 255).to(torch.uint8)
+digits[:, :3], digits[:, -3:], digits[:, :, :3], digits[:, :, -3:] = 0, 0, 0, 0
+labels = torch.arange(8) % 10
+"""
+
+
+def synthetic():
+    scope = {}
+    exec(SYNTHETIC, scope)
+    digits, labels = scope["digits"], scope["labels"]
+    return digits[3:], labels[3:], digits[:3], labels[:3]  # train, train labels, test, test labels
+
+
+def digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from conv_core.data import MnistConfig, load_mnist
+    return load_mnist(MnistConfig(source="sample"))
+
+
+def generator_on(splits, mode, **kwargs):
+    return InfiniteMnist(splits.train_images, splits.train_labels, splits.test_images, splits.test_labels,
+                         mode=mode, **kwargs)
+
+
+# --------------------------------------------------------------------------- reference formulas
+
+
+def reference_infimnist(train, test_count, i, seed=0):
+    """One image straight from the formula, float64 and Python integers."""
+    x = train[(i - test_count) % len(train)].double()
+    k1 = i * 131071 % 1521
+    k2 = (k1 + 1 + 2 * i) % 1522
+    a = 1 if (k1 + k2) % 2 == 0 else -1
+    sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=torch.float64)
+    t0 = F.conv2d(x[None, None], sobel[None, None], padding=1)[0, 0] / 8
+    t1 = F.conv2d(x[None, None], sobel.T[None, None], padding=1)[0, 0] / 8
+    fields = tangent_fields(seed)
+    y = (x + a * (fields[k1] * t0 - fields[k2] * t1)).clamp(0, 255).round()
+    dy, dx = SHIFTS[k1 % 9]
+    return shift_images(y[None], torch.tensor([dy]), torch.tensor([dx]))[0].to(torch.uint8)
+
+
+def reference_elastic(train, test_count, i, seed=0):
+    """One image: sum of the hashed bank fields, then bilinear sampling with zero fill, float64."""
+    x = train[(i - test_count) % len(train)].double()
+    rows, signs = elastic_draws(torch.tensor([i]), seed)
+    field = (signs[0, :, None, None, None] * elastic_fields(seed)[rows[0]]).sum(0)  # (28, 28, (x, y)) px
+    r, c = torch.meshgrid(torch.arange(28.0, dtype=torch.float64), torch.arange(28.0, dtype=torch.float64),
+                          indexing="ij")
+    sx, sy = c + field[..., 0], r + field[..., 1]
+    x0, y0 = sx.floor(), sy.floor()
+    wx, wy = sx - x0, sy - y0
+
+    def pixel(row, col):
+        inside = (row >= 0) & (row < 28) & (col >= 0) & (col < 28)
+        return x[row.clamp(0, 27).long(), col.clamp(0, 27).long()] * inside
+
+    top = (1 - wx) * pixel(y0, x0) + wx * pixel(y0, x0 + 1)
+    bottom = (1 - wx) * pixel(y0 + 1, x0) + wx * pixel(y0 + 1, x0 + 1)
+    return ((1 - wy) * top + wy * bottom).round().to(torch.uint8)
+
+
+REFERENCES = {"infimnist": reference_infimnist, "elastic": reference_elastic}
+
+
+# --------------------------------------------------------------------------- index scheme
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_indices_below_the_first_deformed_one_are_the_source_digits_test_first(mode):
+    train, train_labels, test, test_labels = synthetic()
+    gen = InfiniteMnist(train, train_labels, test, test_labels, mode=mode)
+    assert gen.first_deformed_index == 8
+    images, labels = gen.images(torch.arange(8))
+    assert torch.equal(images, torch.cat([test, train]))
+    assert torch.equal(labels, torch.cat([test_labels, train_labels]))
+    image, label = gen[4]
+    assert torch.equal(image, train[1]) and label == int(train_labels[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deformations_wrap_around_the_training_set_and_keep_the_label(mode):
+    train, train_labels, test, test_labels = synthetic()
+    gen = InfiniteMnist(train, train_labels, test, test_labels, mode=mode)
+    indices = torch.arange(8, 8 + 40)
+    images, labels = gen.images(indices)
+    sources = (indices - 3) % 5
+    assert torch.equal(gen.source_of(indices), sources + 3)
+    assert torch.equal(labels, train_labels[sources])
+    # i and i + N: the same source digit, a different deformation
+    assert torch.equal(gen.source_of(indices + 5), gen.source_of(indices))
+    assert all(not torch.equal(images[j], images[j + 5]) for j in range(35))
+
+
+def test_full_mnist_numbers_follow_infimnist():
+    blank = torch.zeros(60000, 28, 28, dtype=torch.uint8)
+    gen = InfiniteMnist(blank, torch.zeros(60000, dtype=torch.long), blank[:10000],
+                        torch.zeros(10000, dtype=torch.long))
+    assert gen.first_deformed_index == 70000
+    i = torch.tensor([0, 9999, 10000, 69999, 70000, 70000 + 60000 * 7 + 5])
+    assert gen.source_of(i).tolist() == [0, 9999, 10000, 69999, 10000, 10005]
+    big = torch.tensor([2**40 + 3, 2**62 + 1])  # no int64 overflow, however large the index
+    k1, k2, sign, shift = infimnist_parameters(big)
+    for j, value in enumerate(big.tolist()):
+        assert k1[j] == value * 131071 % 1521 and k2[j] == (k1[j].item() + 1 + 2 * value) % 1522
+        assert sign[j] == (1 if (k1[j] + k2[j]) % 2 == 0 else -1) and shift[j] == k1[j] % 9
+
+
+def test_epochs_get_fresh_ranges_and_indices_must_be_non_negative():
+    gen = InfiniteMnist(*synthetic())
+    assert torch.equal(gen.epoch_indices(0, 4), torch.arange(8, 12))
+    assert torch.equal(gen.epoch_indices(2, 4), torch.arange(16, 20))
+    with pytest.raises(IndexError):
+        gen.images(torch.tensor([3, -1]))
+    with pytest.raises(ValueError):
+        InfiniteMnist(*synthetic(), mode="warp")
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_same_index_same_bytes_across_instances_chunkings_and_batch_shapes(mode):
+    train, train_labels, test, test_labels = synthetic()
+    one = InfiniteMnist(train, train_labels, test, test_labels, mode=mode)
+    two = InfiniteMnist(train, train_labels, test, test_labels, mode=mode, chunk_size=7)
+    indices = torch.arange(8, 8 + 50)
+    images, _ = one.images(indices)
+    assert torch.equal(images, two.images(indices)[0])
+    assert torch.equal(images, one.batch(8, 50)[0])
+    assert torch.equal(images, one[8:58][0])
+    # any order, mixed with source digits, one at a time
+    mixed = torch.tensor([40, 2, 9, 6, 57, 9])
+    expected = torch.cat([images[32:33], test[2:3], images[1:2], train[3:4], images[49:50], images[1:2]])
+    assert torch.equal(one.images(mixed)[0], expected)
+    assert torch.equal(one[40][0], images[32])
+    # different indices, different images; a different seed, different deformations
+    assert len({digest(image) for image in images}) == len(images)
+    other_seed, _ = InfiniteMnist(train, train_labels, test, test_labels, mode=mode, seed=1).images(indices)
+    assert not torch.equal(images, other_seed)
+
+
+def test_same_bytes_in_a_fresh_process():
+    code = SYNTHETIC + (
+        "import hashlib\n"
+        "from conv_core.infinite import InfiniteMnist\n"
+        "for mode in ('infimnist', 'elastic'):\n"
+        "    gen = InfiniteMnist(digits[3:], labels[3:], digits[:3], labels[:3], mode=mode)\n"
+        "    images, _ = gen.batch(8, 300)\n"
+        "    print(hashlib.sha256(images.numpy().tobytes()).hexdigest())\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = [digest(InfiniteMnist(*synthetic(), mode=mode).batch(8, 300)[0]) for mode in MODES]
+    assert child.stdout.split() == here
+
+
+# --------------------------------------------------------------------------- the deformations
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deformations_equal_the_formula_computed_plainly_in_float64(mode, sample):
+    gen = generator_on(sample, mode, chunk_size=64)
+    first = gen.first_deformed_index
+    indices = [first, first + 1, first + 4000, first + 12345, 10**9 + 7, 2**33 + 11] + list(range(first + 100, first + 190))
+    images, _ = gen.images(torch.tensor(indices))
+    for image, i in zip(images, indices):
+        expected = REFERENCES[mode](sample.train_images, len(sample.test_images), i)
+        assert torch.equal(image, expected), f"index {i}: {(image.int() - expected.int()).abs().max()} off"
+
+
+@pytest.mark.parametrize("mode, tolerance", [("infimnist", 0.25), ("elastic", 0.40)])
+def test_deformations_keep_the_ink_roughly_and_change_the_digit(mode, tolerance, sample):
+    """Measured on the sample: ink within +-25% of the source for ~96% of the
+    "infimnist" deformations (clipping the first-order undershoot adds ~6% on
+    average), within +-40% for ~98% of Simard's (alpha 34 thins and thickens
+    strokes more)."""
+    gen = generator_on(sample, mode)
+    indices = gen.epoch_indices(3, 4000)
+    images, labels = gen.images(indices)
+    sources = sample.train_images[gen.source_of(indices) - len(sample.test_images)]
+    assert images.dtype == torch.uint8 and images.shape == (4000, 28, 28)
+    assert torch.equal(labels, sample.train_labels[gen.source_of(indices) - len(sample.test_images)])
+    ink = images.float().sum((1, 2)) / sources.float().sum((1, 2))
+    assert ((ink - 1).abs() <= tolerance).float().mean() >= 0.95
+    assert 0.9 < ink.mean() < 1.1
+    if mode == "infimnist":  # compare with the source moved by the same translation
+        shift = torch.tensor(SHIFTS)[infimnist_parameters(indices)[3]]
+        sources = shift_images(sources, shift[:, 0], shift[:, 1])
+    change = (images.float() - sources.float()).abs().mean((1, 2))
+    assert (change > 0).all() and change.median() > 5  # grey levels per pixel
+
+
+def test_spec_is_json_and_says_what_it_is():
+    for mode in MODES:
+        spec = InfiniteMnist(*synthetic(), mode=mode).spec()
+        again = json.loads(json.dumps(spec))
+        assert again["mode"] == mode and again["first_deformed_index"] == 8
+        assert again["train_count"] == 5 and again["test_count"] == 3
+        assert "not bit-identical" in again["note"]
