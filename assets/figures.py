@@ -4,6 +4,7 @@ Every asset here explains the seed CNN trained on plain digits, and logs its
 figures to that model's MLflow run as well as to Dagster metadata.
 """
 
+import copy
 import time
 
 import dagster as dg
@@ -12,7 +13,6 @@ from pydantic import Field
 
 from conv_core import plots, plots_inside
 from conv_core.dream import class_hallucinations, layer_hallucinations
-from conv_core.evaluate import predict_logits
 from conv_core.gradients import layer1_gradients, most_active_unit, top_activations as find_top_activations
 from conv_core.gradients import unit_projections
 from conv_core.segment import (
@@ -177,10 +177,12 @@ def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSetti
     model, run, run_id = _explained(trained_model, mlflow_tracking)
     fcn = fully_convolutional(model)
     test_images = mnist["test_images"]
-    # The FCN is the classifier: on one 28x28 digit both give the same logits.
-    check_images = test_images[:64]
-    fcn_on_digits = dense_logits(fcn, check_images[0]).flatten()
-    equal_difference = float((fcn_on_digits - predict_logits(model, check_images[:1])[0]).abs().max())
+    # The FCN is the classifier: on 28x28 digits both give the same logits. In
+    # float64, so that the comparison tests the algebra, not float32 rounding.
+    digits = test_images[:64].double().div(255).unsqueeze(1)
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        equal_difference = float((fully_convolutional(model64)(digits).flatten(1) - model64(digits)).abs().max())
     canvas, placements = make_canvas(test_images, mnist["test_labels"], size=config.canvas_size,
                                      count=config.digits, seed=config.seed)
     fcn_seconds, fcn_logits = _best_of(lambda: dense_logits(fcn, canvas))

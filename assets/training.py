@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from conv_core import plots
+from conv_core import claims, plots
 from conv_core.counting import count_parameters
 from conv_core.data import load_test_split
 from conv_core.evaluate import evaluate
@@ -71,16 +71,31 @@ def load_trained(value: dict) -> nn.Module:
     return model.eval()
 
 
+def model_guards(state_dict: dict, accuracy: float) -> list[dg.AssetCheckResult]:
+    """Blocking guards on a trained model: finite weights, accuracy above a floor."""
+    bad = [name for name, tensor in state_dict.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    return [
+        dg.AssetCheckResult(check_name="finite_weights", passed=not bad,
+                            metadata={"non_finite_tensors": ", ".join(bad) or "none"}),
+        dg.AssetCheckResult(check_name="accuracy_floor", passed=accuracy > claims.ACCURACY_FLOOR,
+                            metadata={"test_accuracy": accuracy, "floor": claims.ACCURACY_FLOOR}),
+    ]
+
+
 @dg.asset(
     partitions_def=training_partitions,
     group_name=GROUP,
     code_version="1",
     pool="gpu",
     op_tags=GPU_OP_TAGS,
+    check_specs=[dg.AssetCheckSpec("finite_weights", asset="trained_model", blocking=True,
+                                   description="Every weight and bias is finite."),
+                 dg.AssetCheckSpec("accuracy_floor", asset="trained_model", blocking=True,
+                                   description=f"Test accuracy above {claims.ACCURACY_FLOOR} (chance is 0.1).")],
     description="A model of the family trained on one data variant; one MLflow run per materialisation.",
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnist: dict,
-                  mlflow_tracking: MlflowTracking, compute: Compute) -> dg.Output[dict]:
+                  mlflow_tracking: MlflowTracking, compute: Compute):
     keys = context.partition_key.keys_by_dimension
     model_name, variant = keys["model"], keys["data"]
     device = compute.torch_device()
@@ -148,7 +163,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "mlflow_model_uri": model_uri, "data_sha256": provenance["sha256_combined"], "version": version,
     }
     context.log.info(f"{model_name}/{variant}: test accuracy {evaluation.accuracy:.4f} in {result.seconds:.1f} s")
-    return versioned_output(value, version, metadata={
+    yield versioned_output(value, version, metadata={
         "test_accuracy": evaluation.accuracy,
         "final_train_loss": history[-1]["train_loss"],
         "epochs": train_config.epochs,
@@ -162,6 +177,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "mlflow_model_uri": model_uri,
         **metadata,
     })
+    yield from model_guards(value["state_dict"], evaluation.accuracy)
 
 
 class EvaluationSettings(dg.Config):

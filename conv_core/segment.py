@@ -73,7 +73,7 @@ def fully_convolutional(model: LayerNet) -> LayerNet:
             with torch.no_grad():
                 conv.weight.copy_(module.weight.reshape(module.out_features, channels, side, side))
                 conv.bias.copy_(module.bias)
-            stages[name] = conv.to(module.weight.device)
+            stages[name] = conv.to(module.weight.device, module.weight.dtype)
             channels = module.out_features
             continue
         stages[name] = copy.deepcopy(module)

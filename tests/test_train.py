@@ -109,7 +109,7 @@ def test_history_callback_and_learning(digits):
     images, labels = digits
     calls, lines = [], []
     result = train(quiet(epochs=2), images[:1000], labels[:1000], images[1000:], labels[1000:],
-                   on_epoch=lambda stats, model: calls.append((stats, model)), log=lines.append)
+                   on_epoch=lambda stats, model: calls.append((stats, model)), log=lines.append, threads=1)
 
     assert [s.epoch for s in result.history] == [1, 2]
     assert [stats for stats, _ in calls] == result.history
@@ -129,21 +129,23 @@ def test_history_callback_and_learning(digits):
 
 def test_same_config_and_seed_give_bitwise_identical_weights(digits):
     images, labels = digits
-    rng_before = torch.get_rng_state()
+    rng_before, threads_before = torch.get_rng_state(), torch.get_num_threads()
     config = quiet(shift_augment=True)
-    first = train(config, images[:512], labels[:512], log=lambda line: None)
-    second = train(config, images[:512], labels[:512], log=lambda line: None)
+    first = train(config, images[:512], labels[:512], log=lambda line: None, threads=1)
+    second = train(config, images[:512], labels[:512], log=lambda line: None, threads=1)
     assert_same_weights(first.model, second.model)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's global RNG is untouched
+    assert torch.get_num_threads() == threads_before
 
-    other_seed = train(quiet(shift_augment=True, seed=1), images[:512], labels[:512], log=lambda line: None)
+    other_seed = train(quiet(shift_augment=True, seed=1), images[:512], labels[:512],
+                       log=lambda line: None, threads=1)
     assert not torch.equal(first.model.state_dict()["conv1.weight"], other_seed.model.state_dict()["conv1.weight"])
 
 
 def test_caffe_notebook_trains_on_random_crops(digits):
     images, labels = digits
     result = train(quiet(model="caffe_notebook"), images[:256], labels[:256], images[256:320], labels[256:320],
-                   log=lambda line: None)
+                   log=lambda line: None, threads=1)
     assert result.model.input_size == 24
     assert result.history[0].test_accuracy is not None
 
@@ -158,7 +160,7 @@ def test_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(dig
 
     with pytest.raises(NonFiniteLossError) as caught:
         train(quiet(epochs=2), images[:256], labels[:256], on_epoch=poison,
-              checkpoint_path=checkpoint, log=lambda line: None)
+              checkpoint_path=checkpoint, log=lambda line: None, threads=1)
     error = caught.value
     assert (error.epoch, error.step) == (2, 1)
     assert error.lr > 0
@@ -172,16 +174,17 @@ def test_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(dig
 def test_resume_refuses_a_checkpoint_with_another_config(digits, tmp_path):
     images, labels = digits
     checkpoint = tmp_path / "run.pt"
-    finished = train(quiet(), images[:128], labels[:128], checkpoint_path=checkpoint, log=lambda line: None)
+    finished = train(quiet(), images[:128], labels[:128], checkpoint_path=checkpoint,
+                     log=lambda line: None, threads=1)
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
 
     again = train(quiet(), images[:128], labels[:128], checkpoint_path=checkpoint, resume=True,
-                  log=lambda line: None)  # already complete: nothing left to train
+                  log=lambda line: None, threads=1)  # already complete: nothing left to train
     assert_same_weights(finished.model, again.model)
     assert again.history == finished.history
 
     with pytest.raises(ValueError, match="lr"):
-        train(quiet(lr=1e-3), images[:128], labels[:128], checkpoint_path=checkpoint, resume=True)
+        train(quiet(lr=1e-3), images[:128], labels[:128], checkpoint_path=checkpoint, resume=True, threads=1)
 
 
 CHILD = """
@@ -194,7 +197,8 @@ def on_epoch(stats, model):
         open(marker, "w").close()
         time.sleep(120)
 
-train(config, data["images"], data["labels"], checkpoint_path=checkpoint, on_epoch=on_epoch, log=lambda line: None)
+train(config, data["images"], data["labels"], checkpoint_path=checkpoint, on_epoch=on_epoch,
+      log=lambda line: None, threads=1)
 """
 
 
@@ -225,8 +229,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(digits, tmp_path):
 
     epochs_seen = []
     resumed = train(config, images, labels, checkpoint_path=checkpoint, resume=True,
-                    on_epoch=lambda stats, model: epochs_seen.append(stats.epoch), log=lambda line: None)
-    uninterrupted = train(config, images, labels, log=lambda line: None)
+                    on_epoch=lambda stats, model: epochs_seen.append(stats.epoch), log=lambda line: None, threads=1)
+    uninterrupted = train(config, images, labels, log=lambda line: None, threads=1)
 
     assert epochs_seen == [3, 4]
     assert [s.epoch for s in resumed.history] == [1, 2, 3, 4]
