@@ -6,7 +6,7 @@ from pydantic import Field
 
 from conv_core import plots
 from conv_core.augment import SHIFTS, expand_shifts
-from conv_core.data import MnistConfig, load_mnist
+from conv_core.data import MnistConfig, load_mnist, random_subset
 from conv_core.infinite import InfiniteMnist
 from pipelines.figures import figure_metadata
 from pipelines.paths import data_cache_dir
@@ -26,15 +26,6 @@ class MnistSettings(dg.Config):
     test_limit: int | None = Field(default=None, description="the same for the test digits")
 
 
-def _subset(images: torch.Tensor, labels: torch.Tensor, limit: int | None, seed: int):
-    if limit is None or limit >= len(labels):
-        return images, labels
-    if limit <= 0:
-        raise ValueError(f"a subset limit must be positive, got {limit}")
-    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return images[keep], labels[keep]
-
-
 def _counts_table(train_counts: list[int], test_counts: list[int]) -> dg.MetadataValue:
     schema = dg.TableSchema(columns=[dg.TableColumn("digit", "int"), dg.TableColumn("train", "int"),
                                      dg.TableColumn("test", "int")])
@@ -52,8 +43,8 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
     provenance = dict(splits.provenance)
     if provenance.get("is_sample"):
         context.log.warning(provenance["description"])
-    train_images, train_labels = _subset(splits.train_images, splits.train_labels, config.train_limit, config.seed)
-    test_images, test_labels = _subset(splits.test_images, splits.test_labels, config.test_limit, config.seed + 1)
+    train_images, train_labels = random_subset(splits.train_images, splits.train_labels, config.train_limit, config.seed)
+    test_images, test_labels = random_subset(splits.test_images, splits.test_labels, config.test_limit, config.seed + 1)
     if config.train_limit or config.test_limit:
         provenance["subset"] = {"train": len(train_labels), "test": len(test_labels), "seed": config.seed}
     train_counts = torch.bincount(train_labels, minlength=10).tolist()

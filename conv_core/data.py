@@ -197,6 +197,19 @@ def write_idx(path, tensor: torch.Tensor) -> None:
     path.write_bytes(data)
 
 
+def random_subset(images: torch.Tensor, labels: torch.Tensor, limit: int | None, seed: int = 0):
+    """A seeded random subset of `limit` digits, in their original order (all of them if None).
+
+    Random rather than the first `limit`: the sample's splits are sorted by class.
+    """
+    if limit is None or limit >= len(labels):
+        return images, labels
+    if limit <= 0:
+        raise ValueError(f"a subset limit must be positive, got {limit}")
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return images[keep], labels[keep]
+
+
 def load_test_split(folder) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images and labels (t10k-*) of an IDX folder, for evaluating on held-out digits.
 
