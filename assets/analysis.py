@@ -5,6 +5,7 @@ import pandas as pd
 from pydantic import Field
 
 from conv_core import plots
+from conv_core.data import random_subset
 from conv_core.counting import connectivity_counts, count_parameters
 from conv_core.models import MODEL_NAMES
 from conv_core.representations import (
@@ -90,8 +91,7 @@ REPRESENTATION_MODELS = ("seed_cnn", "mlp")
 def representation_distances(context: dg.AssetExecutionContext, config: RepresentationSettings, mnist: dict,
                              trained_model: dict, mlflow_tracking: MlflowTracking) -> dg.Output[pd.DataFrame]:
     test_images, test_labels = mnist["test_images"], mnist["test_labels"]
-    train_images = mnist["train_images"][:config.knn_train_limit]
-    train_labels = mnist["train_labels"][:config.knn_train_limit]
+    train_images, train_labels = random_subset(mnist["train_images"], mnist["train_labels"], config.knn_train_limit)
     triplet = choose_triplet(test_images, test_labels)
     triplet_rows, measure_rows, maps = [], [], {}
     for value in trained_model.values():
