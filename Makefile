@@ -25,5 +25,9 @@ ui: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The path of the newest lecture report (HTML, self-contained); `make run` writes it last.
+report: $(STAMP)
+	@$(PY) -m pipelines.report_path
+
 clean:
 	rm -rf .convlab

@@ -7,6 +7,8 @@ The data guards are blocking: a broken MNIST stops everything downstream.
 checks there must see the partition being materialised.)
 """
 
+from dataclasses import replace
+
 import dagster as dg
 import pandas as pd
 import torch
@@ -186,3 +188,60 @@ def augmentation_does_not_hurt(run_comparison: pd.DataFrame) -> dg.AssetCheckRes
     if plain is None or not augmented:
         return dg.AssetCheckResult(passed=False, metadata={"measured_value": "seed_cnn lacks a plain or an augmented run"})
     return claim_result(claims.augmentation_keeps_accuracy(plain, augmented))
+
+
+# --------------------------------------------------------------------------- every claim at once (the report)
+
+
+def cnn_mlp_claim(run_comparison: pd.DataFrame) -> claims.Claim:
+    """cnn_beats_mlp_with_fewer_weights as a Claim; a failing one when a plain run is missing."""
+    table = accuracy_table(run_comparison)
+    cnn, mlp = plain_accuracy(table, "seed_cnn"), plain_accuracy(table, "mlp")
+    weights = run_comparison.groupby("model")["weights"].first()
+    if cnn is None or mlp is None:
+        claim = claims.cnn_beats_mlp(float("nan"), float("nan"), int(weights.get("seed_cnn", 11665)),
+                                     int(weights.get("mlp", 210240)))
+        return replace(claim, measured_value="seed_cnn or mlp has no plain run", passed=False)
+    return claims.cnn_beats_mlp(cnn, mlp, int(weights["seed_cnn"]), int(weights["mlp"]))
+
+
+def augmentation_claim(run_comparison: pd.DataFrame) -> claims.Claim:
+    """augmentation_does_not_hurt as a Claim (at equal epochs); a failing one when runs are missing."""
+    cnn = run_comparison[run_comparison["model"] == "seed_cnn"]
+    plain_epochs = cnn[cnn["data_variant"] == "plain"]["epochs"]
+    if len(plain_epochs):
+        cnn = cnn[cnn["epochs"] == plain_epochs.iloc[0]]
+    table = accuracy_table(cnn)
+    plain = plain_accuracy(table, "seed_cnn")
+    augmented = {v: plain_accuracy(table, "seed_cnn", v) for v in ("shifted", "infinite")}
+    augmented = {v: a for v, a in augmented.items() if a is not None}
+    if plain is None or not augmented:
+        claim = claims.augmentation_keeps_accuracy(float("nan"), {})
+        return replace(claim, measured_value="seed_cnn lacks a plain or an augmented run", passed=False)
+    return claims.augmentation_keeps_accuracy(plain, augmented)
+
+
+def all_claims(parameter_counts: pd.DataFrame, connectivity_table: list[dict], source_count: int,
+               expanded_count: int, representation_distances: pd.DataFrame, input_gradients: dict,
+               sliding_segmentation: dict, hallucinations: dict, run_comparison: pd.DataFrame) -> list[claims.Claim]:
+    """Every claim the asset checks above decide, in the lecture's order, from the same values."""
+    cnn, mlp = model_count(parameter_counts, "seed_cnn"), model_count(parameter_counts, "mlp")
+    row = next(r for r in connectivity_table if r["example"].startswith("lecture 1-D"))
+    rows = _seed_cnn_rows(representation_distances)
+    hidden = [layer for layer in rows.index if layer not in ("pixels", "logits")][-1]
+    return [
+        claims.local_connectivity(row["dense"], row["local"], row["shared"]),
+        claims.seed_cnn_counts(cnn),
+        claims.mlp_counts(mlp),
+        claims.more_signals_fewer_weights(cnn, mlp),
+        cnn_mlp_claim(run_comparison),
+        claims.triplet_pixel_order(float(rows.loc["pixels", "ratio"])),
+        claims.triplet_feature_order({layer: float(r) for layer, r in rows["ratio"].items()}),
+        claims.aggregate_feature_order(float(rows.loc["pixels", "triplet_order_rate_4_9"]),
+                                       float(rows.loc[hidden, "triplet_order_rate_4_9"]), hidden),
+        claims.nine_times_the_data(source_count, expanded_count),
+        augmentation_claim(run_comparison),
+        claims.fcn_equals_classifier(float(sliding_segmentation["fcn_vs_classifier_max_abs_difference"])),
+        claims.gradient_is_filter(float(input_gradients["layer1"]["max_abs_difference"])),
+        claims.hallucination_grows(hallucinations["norms"]),
+    ]

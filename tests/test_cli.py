@@ -18,7 +18,7 @@ import urllib.request
 import dagster as dg
 import pytest
 
-from conftest import REPO, TINY_MNIST, experiment_runs, free_port, subprocess_env
+from conftest import REPO, TINY_MNIST, TINY_TRAINING, experiment_runs, free_port, subprocess_env
 
 DAGSTER = str(REPO / ".venv" / "bin" / "dagster")
 WEBSERVER = str(REPO / ".venv" / "bin" / "dagster-webserver")
@@ -73,7 +73,7 @@ def test_training_partitions_run_concurrently_against_one_mlflow_store(cli_home)
     home, materialised = cli_home
     if materialised.returncode != 0:
         pytest.fail("mnist was not materialised by the CLI (see the test before)")
-    config = {"ops": {"trained_model": {"config": {"epochs": 1}}}, "execution": {"config": {"in_process": {}}}}
+    config = {"ops": {"trained_model": {"config": TINY_TRAINING}}, "execution": {"config": {"in_process": {}}}}
     processes = {
         partition: subprocess.Popen(_materialize(home, "trained_model", config, partition), cwd=REPO,
                                     env=subprocess_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

