@@ -60,8 +60,8 @@ ARCHITECTURES: dict[str, dict] = {
     "vgg_small": dict(
         input_size=28,
         layers=[
+            Conv(8, 3, padding=1), Conv(8, 3, padding=1), Pool(2),
             Conv(16, 3, padding=1), Conv(16, 3, padding=1), Pool(2),
-            Conv(32, 3, padding=1), Conv(32, 3, padding=1), Pool(2),
             Conv(32, 3, padding=1), Conv(32, 3, padding=1), Pool(2),
             Linear(10),
         ],

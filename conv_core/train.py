@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conv_core.evaluate import center_crop, evaluate
+from conv_core.evaluate import evaluate
 from conv_core.models import build_model
 
 DEVICES = ("auto", "cpu", "cuda")
