@@ -9,10 +9,11 @@ sigma=4) applied image by image, in one run.
 Every configuration runs in a fresh subprocess, so its peak memory is its own:
 on CPU the process's peak RSS from building the generator to the last batch
 (the high-water mark is reset first) less its RSS before, output included; on
-CUDA torch.cuda.max_memory_allocated. The
-digits are the offline sample; a batch is a fresh index range each time.
-For scale: infimnist's C library makes 0.41-0.51 M digits/s on this 2-core
-machine and needs 1.6 GB (design.md section 8).
+CUDA torch.cuda.max_memory_allocated. Rates are given per wall-clock second
+and per CPU-second of the process (less disturbed on a shared machine). The
+digits are the offline sample; every batch is a fresh index range. For scale:
+infimnist's C library makes 0.41-0.51 M digits/s on this 2-core machine and
+needs 1.6 GB (design.md section 8).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env
+from conftest import REPO, TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env, tracking_client
 
 TRAINED = dg.AssetKey("trained_model")
 PER_EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
@@ -58,9 +58,8 @@ TINY_CONFIG = {"mnist": TINY_MNIST, "trained_model": TINY_TRAINING, "infinite_mn
 
 
 def _run_config(selection) -> dict:
-    config = TINY_CONFIG
     names = {key.to_user_string() for key in selection}
-    return {"ops": {name: {"config": value} for name, value in config.items() if name in names}}
+    return {"ops": {name: {"config": value} for name, value in TINY_CONFIG.items() if name in names}}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +153,7 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
     mnist = graph_run["first"].output_for_node("mnist")
     runs = {run.data.tags["dagster.partition"]: run for run in experiment_runs(home)}
     assert sorted(runs) == graph_run["partitions"]
-    client = __import__("mlflow").MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    client = tracking_client(home)
 
     for partition, run in runs.items():
         result = graph_run["training"][partition]
@@ -179,8 +178,7 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", params["git_commit"])
 
         for metric in PER_EPOCH_METRICS:
-            history = [m for m in client.get_metric_history(run.info.run_id, metric)]
-            steps = sorted({m.step for m in history})
+            steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, metric)})
             assert steps == list(range(1, TINY_TRAINING["epochs"] + 1)), (partition, metric, steps)
         assert run.data.metrics["test_accuracy"] == pytest.approx(value["test_accuracy"])
         assert 0.1 < run.data.metrics["test_accuracy"] <= 1.0
