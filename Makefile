@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.convlab-installed
-export DAGSTER_HOME := $(CURDIR)/.convlab/dagster
+export DAGSTER_HOME := $(or $(CONVLAB_HOME),$(CURDIR)/.convlab)/dagster
 
 .PHONY: run test ui report clean
 

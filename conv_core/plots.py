@@ -115,8 +115,7 @@ def conv_filters(weight: torch.Tensor, title: str) -> Figure:
         for c in range(columns):
             mosaic[1 + r * (k + 1):1 + r * (k + 1) + k, 1 + c * (k + 1):1 + c * (k + 1) + k] = (tiles / scale)[r, c]
     fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * columns * k / 5 + 1), max(1.6, 0.45 * rows * k / 5 + 0.8)))
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
     ax.imshow(mosaic.numpy(), cmap=cmap, vmin=-1, vmax=1)
     ax.set_xticks([1 + c * (k + 1) + k // 2 for c in range(columns)], [str(c) for c in range(columns)], fontsize=7)
     ax.set_yticks([1 + r * (k + 1) + k // 2 for r in range(rows)] if rows > 1 else [],
