@@ -10,6 +10,7 @@ from conv_core.counting import connectivity_counts, count_parameters
 from conv_core.models import MODEL_NAMES
 from conv_core.representations import (
     TRIPLET_RULE, choose_triplet, layer_features, pca_2d, representation_measures, triplet_distances,
+    triplet_flip_rates,
 )
 from assets.training import load_trained
 from pipelines.figures import figure_metadata
@@ -104,7 +105,9 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
             triplet_rows.append({"model": name, **row, "lecture_ratio": lecture})
         measures = representation_measures(train_features, train_labels, test_features, test_labels,
                                            measure_limit=config.measure_limit)
-        measure_rows += [{"model": name, **row} for row in measures]
+        flips = triplet_flip_rates(test_features, test_images, test_labels)
+        measure_rows += [{"model": name, **row, "wrong_pixel_triplets_put_right": flips[row["layer"]]}
+                         for row in measures]
         hidden = [layer for layer in test_features if layer not in ("pixels", "logits")][-1]
         maps[name] = (hidden, pca_2d(test_features[hidden]))
         maps.setdefault("pixels", ("pixels", pca_2d(test_features["pixels"])))
@@ -138,6 +141,8 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
         "measures": table_metadata(measures),
         "seed_cnn_pixel_ratio": float(seed_cnn.get("pixels", float("nan"))),
         "seed_cnn_logit_ratio": float(seed_cnn.get("logits", float("nan"))),
+        "seed_cnn_logits_put_wrong_pixel_triplets_right": float(
+            measures[(measures.model == "seed_cnn") & (measures.layer == "logits")]["wrong_pixel_triplets_put_right"].max()),
         **metadata,
     })
 

@@ -58,15 +58,16 @@ class Triplet:
 
 
 TRIPLET_RULE = (
-    "Among the test split's 4s and 9s, in pixel space: for every 4 (the anchor, 4A) take its nearest 9 "
-    "(9A) and the 4 at the median distance from it (4B, a typical other 4); keep the anchor whose "
-    "ratio d(9A,4A)/d(4A,4B) is smallest, i.e. the triplet whose pixel-space order is most clearly wrong. "
-    "Ties go to the lowest index."
+    "In the test split, in pixel space: for every 4 (the anchor, 4A) take its nearest 9 (9A) and the 4 at "
+    "the median distance from it (4B, a typical other 4). Among the anchors whose pixel order is wrong, "
+    "d(9A,4A)/d(4A,4B) < 1, keep the one with the median ratio: a typical case, neither the most nor the "
+    "least confusing. (If no anchor's order is wrong, the one with the smallest ratio.) Ties go to the "
+    "lowest index. The choice never looks at the network."
 )
 
 
-def choose_triplet(images: torch.Tensor, labels: torch.Tensor, limit: int = 500) -> Triplet:
-    """The lecture's 9-4-4 triplet, chosen by TRIPLET_RULE among the first `limit` 4s and 9s."""
+def nearest_nine_triplets(images: torch.Tensor, labels: torch.Tensor, limit: int = 500) -> tuple[list[Triplet], torch.Tensor]:
+    """One triplet per 4 of the first `limit` (its nearest 9, its median other 4), and each one's pixel ratio."""
     pixels = torch.as_tensor(images).flatten(1).float() / 255.0
     fours = torch.nonzero(labels == 4).flatten()[:limit]
     nines = torch.nonzero(labels == 9).flatten()[:limit]
@@ -76,13 +77,44 @@ def choose_triplet(images: torch.Tensor, labels: torch.Tensor, limit: int = 500)
     four_to_four = torch.cdist(pixels[fours], pixels[fours])
     nearest_nine = four_to_nine.argmin(dim=1)
     # The median over the other 4s (the diagonal's zero is excluded by dropping the smallest).
-    order = four_to_four.argsort(dim=1)[:, 1:]
+    order = four_to_four.argsort(dim=1, stable=True)[:, 1:]
     median_four = order[:, (order.shape[1] - 1) // 2]
     rows = torch.arange(len(fours))
-    ratio = four_to_nine[rows, nearest_nine] / four_to_four[rows, median_four]
-    anchor = int(ratio.argmin())
-    return Triplet(nine=int(nines[nearest_nine[anchor]]), four_a=int(fours[anchor]),
-                   four_b=int(fours[median_four[anchor]]))
+    ratios = four_to_nine[rows, nearest_nine] / four_to_four[rows, median_four]
+    triplets = [Triplet(nine=int(nines[n]), four_a=int(fours[a]), four_b=int(fours[b]))
+                for a, n, b in zip(rows.tolist(), nearest_nine.tolist(), median_four.tolist())]
+    return triplets, ratios
+
+
+def choose_triplet(images: torch.Tensor, labels: torch.Tensor, limit: int = 500) -> Triplet:
+    """The lecture's 9-4-4 triplet, chosen by TRIPLET_RULE among the first `limit` 4s and 9s."""
+    triplets, ratios = nearest_nine_triplets(images, labels, limit)
+    wrong = torch.nonzero(ratios < 1).flatten()
+    if len(wrong) == 0:
+        return triplets[int(ratios.argmin())]
+    ranked = wrong[torch.sort(ratios[wrong], stable=True).indices]
+    return triplets[int(ranked[(len(ranked) - 1) // 2])]
+
+
+def triplet_flip_rates(features: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                       limit: int = 500) -> dict[str, float]:
+    """Per layer: of the triplets whose pixel order is wrong, the share this layer puts right (ratio > 1).
+
+    The unbiased counterpart of one chosen triplet: every 4 of the split as anchor.
+    """
+    triplets, ratios = nearest_nine_triplets(images, labels, limit)
+    wrong = [t for t, r in zip(triplets, ratios.tolist()) if r < 1]
+    if not wrong:
+        return {layer: float("nan") for layer in features}
+    nine = torch.tensor([t.nine for t in wrong])
+    four_a = torch.tensor([t.four_a for t in wrong])
+    four_b = torch.tensor([t.four_b for t in wrong])
+    rates = {}
+    for layer, feats in features.items():
+        feats = feats.float()
+        ratio = (feats[nine] - feats[four_a]).norm(dim=1) / (feats[four_a] - feats[four_b]).norm(dim=1)
+        rates[layer] = float((ratio > 1).float().mean())
+    return rates
 
 
 def triplet_distances(features: dict[str, torch.Tensor], triplet: Triplet) -> list[dict]:

@@ -78,3 +78,24 @@ def experiment_runs(home: Path, experiment: str = "convlab"):
     client = tracking_client(home)
     found = client.get_experiment_by_name(experiment)
     return [] if found is None else client.search_runs([found.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="session")
+def sample_digits():
+    """The offline 5,000-digit sample, split 4,000 / 1,000 (loaded once per session)."""
+    from conv_core.data import MnistConfig, load_mnist
+
+    return load_mnist(MnistConfig(source="sample"))
+
+
+@pytest.fixture(scope="session")
+def briefly_trained_cnn(sample_digits):
+    """A seed CNN after 2 epochs on 1,000 sample digits: trained enough for the analyses to mean something.
+
+    The sample is sorted by class, so every 4th digit gives 100 of each.
+    """
+    from conv_core.train import TrainConfig, train
+
+    result = train(TrainConfig(model="seed_cnn", epochs=2, seed=0), sample_digits.train_images[::4],
+                   sample_digits.train_labels[::4])
+    return result.model.eval()

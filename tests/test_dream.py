@@ -6,20 +6,17 @@ total-variation penalties, so a class hallucination has nothing to climb.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from conv_core.dream import class_hallucination, class_hallucinations, dream, hallucinate, total_variation
-from conv_core.data import MnistConfig, load_mnist
-from conv_core.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def model():
-    data = load_mnist(MnistConfig(source="sample"))
-    # The sample is sorted by class: every 4th digit gives 100 of each.
-    return train(TrainConfig(model="seed_cnn", epochs=2, seed=0), data.train_images[::4],
-                 data.train_labels[::4]).model.eval()
+def model(briefly_trained_cnn):
+    return copy.deepcopy(briefly_trained_cnn)
 
 
 @pytest.fixture(scope="module")

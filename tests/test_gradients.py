@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from conv_core.data import MnistConfig, load_mnist
 from conv_core.evaluate import layer_activations
 from conv_core.gradients import (
     deconvnet_by_hand,
@@ -20,21 +21,16 @@ from conv_core.gradients import (
     top_activations,
     unit_projections,
 )
-from conv_core.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def digits():
-    data = load_mnist(MnistConfig(source="sample"))
-    return data.train_images, data.train_labels, data.test_images, data.test_labels
+def digits(sample_digits):
+    return sample_digits.train_images, sample_digits.train_labels, sample_digits.test_images, sample_digits.test_labels
 
 
 @pytest.fixture(scope="module")
-def model(digits):
-    train_images, train_labels, _, _ = digits
-    # The sample is sorted by class: every 4th digit gives 100 of each.
-    result = train(TrainConfig(model="seed_cnn", epochs=2, seed=0), train_images[::4], train_labels[::4])
-    return result.model.eval()
+def model(briefly_trained_cnn):
+    return copy.deepcopy(briefly_trained_cnn)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import torch
 from conv_core.models import build_model
 from conv_core.representations import (
     Triplet, choose_triplet, knn_accuracy, layer_features, pca_2d, representation_layers,
-    triplet_distances, triplet_ordering_rate, within_between_ratio,
+    triplet_distances, triplet_flip_rates, triplet_ordering_rate, within_between_ratio,
 )
 
 
@@ -34,18 +34,20 @@ def test_triplet_rule_picks_a_nine_and_two_fours_in_wrong_pixel_order():
     pixels = images.flatten(1).float() / 255
     row = triplet_distances({"pixels": pixels}, triplet)[0]
     assert abs(row["ratio"] - row["d_9A_4A"] / row["d_4A_4B"]) < 1e-9
-    # The rule, written out plainly: every 4 as anchor, its nearest 9, its median other 4.
+    # The rule, written out plainly: every 4 as anchor, its nearest 9, its median other 4;
+    # the median ratio among the anchors whose pixel order is wrong.
     fours = [int(i) for i in torch.nonzero(labels == 4).flatten()]
     nines = [int(i) for i in torch.nonzero(labels == 9).flatten()]
-    best = None
+    candidates = []
     for a in fours:
         nine = min(nines, key=lambda n: float(torch.dist(pixels[a], pixels[n])))
         others = sorted((i for i in fours if i != a), key=lambda i: float(torch.dist(pixels[a], pixels[i])))
         four_b = others[(len(others) - 1) // 2]
         ratio = float(torch.dist(pixels[a], pixels[nine]) / torch.dist(pixels[a], pixels[four_b]))
-        if best is None or ratio < best[0]:
-            best = (ratio, Triplet(nine, a, four_b))
-    assert triplet == best[1]
+        if ratio < 1:
+            candidates.append((ratio, Triplet(nine, a, four_b)))
+    candidates.sort(key=lambda c: c[0])
+    assert triplet == candidates[(len(candidates) - 1) // 2][1]
     assert row["ratio"] < 1
 
 
@@ -77,3 +79,14 @@ def test_pca_keeps_the_main_direction():
     projected = pca_2d(line)
     assert projected.shape == (50, 2)
     assert torch.allclose(projected[:, 0].abs(), (line.norm(dim=1)), atol=1e-4)
+
+
+def test_flip_rate_counts_the_wrongly_ordered_triplets_a_layer_puts_right():
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (60, 28, 28), generator=generator, dtype=torch.uint8)
+    labels = torch.tensor([4, 9, 1] * 20)
+    pixels = images.flatten(1).float() / 255
+    # Pixels themselves never put their own wrong triplets right; label one-hots always do.
+    onehot = torch.nn.functional.one_hot(labels, 10).float()
+    rates = triplet_flip_rates({"pixels": pixels, "labels": onehot}, images, labels)
+    assert rates == {"pixels": 0.0, "labels": 1.0}

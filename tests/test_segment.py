@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from conv_core.data import MnistConfig, load_mnist
 from conv_core.evaluate import predict_logits
 from conv_core.segment import (
     BACKGROUND,
@@ -21,21 +20,16 @@ from conv_core.segment import (
     sliding_costs,
     sliding_window_logits,
 )
-from conv_core.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def digits():
-    data = load_mnist(MnistConfig(source="sample"))
-    return data
+def digits(sample_digits):
+    return sample_digits
 
 
 @pytest.fixture(scope="module")
-def model(digits):
-    # The sample is sorted by class: every 4th digit gives 100 of each.
-    result = train(TrainConfig(model="seed_cnn", epochs=2, seed=0), digits.train_images[::4],
-                   digits.train_labels[::4])
-    return result.model.eval()
+def model(briefly_trained_cnn):
+    return copy.deepcopy(briefly_trained_cnn)
 
 
 @pytest.fixture(scope="module")
