@@ -42,6 +42,7 @@ class TrainSettings(dg.Config):
     lr: float = TrainConfig.lr
     weight_decay: float = TrainConfig.weight_decay
     seed: int = TrainConfig.seed
+    label_smoothing: float = TrainConfig.label_smoothing
     infinite_mode: str = Field(default="infimnist", description="deformations of the infinite variant: infimnist | elastic")
 
 

@@ -11,6 +11,7 @@ import time
 
 import dagster as dg
 
+from assets.analysis import accuracy_by_variant
 from conv_core.models import MODEL_NAMES
 from pipelines.partitions import DATA_VARIANTS, training_key
 from pipelines.paths import ensure_dagster_home, storage_dir
@@ -111,6 +112,8 @@ def main(argv=None) -> None:
     print("\n=== results ===")
     print(comparison[["model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds", "epochs"]]
           .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\ntest accuracy by model and data variant (mean and spread over seeds):")
+    print(accuracy_by_variant(comparison).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if args.heldout_idx_dir:
         print(f"\nheld-out test set ({args.heldout_idx_dir}):")
         for key in partitions:
