@@ -15,29 +15,41 @@ import torch.nn.functional as F
 SHIFTS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
+def crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-image size x size windows of (N, C, H, W) images at offsets (top[i], left[i]): one gather."""
+    n, c = images.shape[:2]
+    span = torch.arange(size, device=images.device)
+    rows = (top.to(images.device)[:, None] + span)[:, None, :, None]
+    cols = (left.to(images.device)[:, None] + span)[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return images[batch, channel, rows, cols]
+
+
+def random_crop_batch(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """An independent random size x size window per image of (N, C, H, W) images."""
+    n, _, height, width = images.shape
+    top = torch.randint(0, height - size + 1, (n,), device=images.device, generator=generator)
+    left = torch.randint(0, width - size + 1, (n,), device=images.device, generator=generator)
+    return crop_at(images, top, left, size)
+
+
 def shift_images(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """Shift image i of (N, H, W) or (N, C, H, W) by (dy[i], dx[i]) in -1..1, zero fill.
 
-    One gather for the whole batch, on whatever device the images are.
+    A shift is a 28x28 window of the image padded by one pixel, at offset (1 - dy, 1 - dx).
     """
-    squeeze = images.ndim == 3
-    batch = images[:, None] if squeeze else images
-    n, c, height, width = batch.shape
-    padded = F.pad(batch, (1, 1, 1, 1))
-    rows = (torch.arange(height, device=batch.device) + 1 - dy.to(batch.device)[:, None])[:, None, :, None]
-    cols = (torch.arange(width, device=batch.device) + 1 - dx.to(batch.device)[:, None])[:, None, None, :]
-    index_n = torch.arange(n, device=batch.device)[:, None, None, None]
-    index_c = torch.arange(c, device=batch.device)[None, :, None, None]
-    shifted = padded[index_n, index_c, rows, cols]
-    return shifted[:, 0] if squeeze else shifted
+    batch = images[:, None] if images.ndim == 3 else images
+    shifted = crop_at(F.pad(batch, (1, 1, 1, 1)), 1 - dy, 1 - dx, batch.shape[-1])
+    return shifted[:, 0] if images.ndim == 3 else shifted
 
 
 def shift_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image shifted by its own random one of the 9 shifts (the generator decides)."""
-    choice = torch.randint(0, len(SHIFTS), (images.shape[0],), generator=generator,
-                           device=generator.device).to(images.device)
-    offsets = torch.tensor(SHIFTS, device=images.device)[choice]
-    return shift_images(images, offsets[:, 0], offsets[:, 1])
+    """Each image of (N, C, H, W) shifted by its own random one of the 9 shifts (the generator decides).
+
+    The same as a random crop of the one-pixel-padded batch, which is how it is drawn.
+    """
+    return random_crop_batch(F.pad(images, (1, 1, 1, 1)), images.shape[-1], generator)
 
 
 def expand_shifts(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conv_core.augment import random_crop_batch, shift_batch
 from conv_core.evaluate import evaluate
 from conv_core.models import build_model
 
@@ -123,37 +124,6 @@ class NonFiniteLossError(RuntimeError):
         self.epoch, self.step, self.lr, self.loss = epoch, step, lr, loss
         super().__init__(f"non-finite training loss ({loss}) at epoch {epoch}, step {step} "
                          f"(learning rate {lr:.6g}); try a lower lr")
-
-
-# --- batch functions: whole batches on the device, randomness from an explicit generator
-
-def _crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
-    """Per-image size x size windows of (N, C, H, W) images at offsets (top[i], left[i])."""
-    n, c = images.shape[:2]
-    span = torch.arange(size, device=images.device)
-    rows = (top[:, None] + span)[:, None, :, None]
-    cols = (left[:, None] + span)[:, None, None, :]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return images[batch, channel, rows, cols]
-
-
-def random_crop_batch(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """An independent random size x size window per image of (N, C, H, W) images."""
-    n, _, height, width = images.shape
-    top = torch.randint(0, height - size + 1, (n,), device=images.device, generator=generator)
-    left = torch.randint(0, width - size + 1, (n,), device=images.device, generator=generator)
-    return _crop_at(images, top, left, size)
-
-
-def random_shift_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by its own random (dx, dy) in {-1, 0, 1}^2, zero fill, same size.
-
-    The lecture's "crop 2 pixels, 9 times the data", kept at 28x28 so the
-    model is unchanged. Works on uint8 or float (N, C, H, W).
-    """
-    padded = F.pad(images, (1, 1, 1, 1))
-    return random_crop_batch(padded, images.shape[-1], generator)
 
 
 # --- checkpoints
@@ -340,7 +310,7 @@ def train(
             for step, batch_index in enumerate(order.split(config.batch_size), start=1):
                 x = images[batch_index]
                 if config.shift_augment:
-                    x = random_shift_batch(x, generator)
+                    x = shift_batch(x, generator)
                 if size < x.shape[-1]:
                     x = random_crop_batch(x, size, generator)
                 x = x.float().div_(255)

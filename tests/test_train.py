@@ -19,8 +19,6 @@ from conv_core.train import (
     NonFiniteLossError,
     TrainConfig,
     load_checkpoint,
-    random_crop_batch,
-    random_shift_batch,
     resolve_device,
     train,
 )
@@ -69,38 +67,6 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
             resolve_device("cuda")
-
-
-# --- augmentation helpers
-
-def test_random_shift_batch_is_a_one_pixel_shift_with_zero_fill():
-    generator = torch.Generator().manual_seed(0)
-    # Values 1..255 everywhere, so any zero in the output can only come from the fill.
-    images = torch.randint(1, 256, (200, 1, 28, 28), dtype=torch.uint8, generator=generator)
-    shifted = random_shift_batch(images, torch.Generator().manual_seed(1))
-    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
-
-    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
-    seen = set()
-    for i in range(len(images)):
-        matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                   if torch.equal(shifted[i], padded[i, :, 1 - dy:29 - dy, 1 - dx:29 - dx])]
-        assert len(matches) == 1, f"image {i} is not a single +-1 pixel shift"
-        seen.add(matches[0])
-    assert len(seen) == 9  # all nine shifts occur in 200 draws
-
-    again = random_shift_batch(images, torch.Generator().manual_seed(1))
-    assert torch.equal(again, shifted)  # the generator alone decides
-
-
-def test_random_crop_batch_takes_windows_of_the_source():
-    images = torch.arange(4 * 28 * 28, dtype=torch.float32).reshape(4, 1, 28, 28)
-    crops = random_crop_batch(images, 24, torch.Generator().manual_seed(0))
-    assert crops.shape == (4, 1, 24, 24)
-    for image, crop in zip(images, crops):
-        top, left = divmod(int(crop[0, 0, 0].item()) % (28 * 28), 28)
-        assert top <= 4 and left <= 4
-        assert torch.equal(crop, image[:, top:top + 24, left:left + 24])
 
 
 # --- training
