@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.paths import convlab_home
+from pipelines.paths import ensure_dagster_home
 from pipelines.tracking import MlflowTracking
 
 BIN = Path(sys.executable).parent
@@ -90,8 +90,7 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("DAGSTER_HOME", str(convlab_home() / "dagster"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    ensure_dagster_home()  # with its dagster.yaml: the pool limit that keeps one GPU to one step
     tracking = MlflowTracking()
     tracking.experiment_id()  # the store and the experiment exist before the UI first opens them
     to_start = commands(args, tracking)
