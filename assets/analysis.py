@@ -14,6 +14,7 @@ from conv_core.representations import (
 )
 from assets.training import load_trained
 from pipelines.figures import figure_metadata
+from pipelines.metadata import table_metadata
 from pipelines.partitions import training_key
 from pipelines.tracking import MlflowTracking
 
@@ -28,16 +29,6 @@ CONNECTIVITY_EXAMPLES = [
 
 # The lecture's Caffe notebooks: d(9A,4A)/d(4A,4B) for their triplet.
 LECTURE_TRIPLET_RATIOS = {"pixels": 0.79, "conv1": 0.69, "pool1": 0.82, "conv2": 1.10, "logits": 3.20}
-
-
-def table_metadata(frame: pd.DataFrame) -> dg.MetadataValue:
-    """A DataFrame as Dagster table metadata (shown as a table in the UI)."""
-    kinds = {"i": "int", "u": "int", "f": "float", "b": "bool"}
-    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), kinds.get(frame[c].dtype.kind, "string"))
-                                     for c in frame.columns])
-    records = [dg.TableRecord({str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
-               for row in frame.to_dict(orient="records")]
-    return dg.MetadataValue.table(records, schema=schema)
 
 
 @dg.asset(group_name=GROUP, code_version="1",

@@ -1,6 +1,7 @@
 """[data] MNIST, the lecture's "crop 2 pixels, 9 times the data", and infinite deformed MNIST."""
 
 import dagster as dg
+import pandas as pd
 import torch
 from pydantic import Field
 
@@ -9,6 +10,7 @@ from conv_core.augment import SHIFTS, expand_shifts
 from conv_core.data import MnistConfig, load_mnist, random_subset
 from conv_core.infinite import InfiniteMnist
 from pipelines.figures import figure_metadata
+from pipelines.metadata import table_metadata
 from pipelines.paths import data_cache_dir
 from pipelines.versions import content_hash, versioned_output
 
@@ -24,14 +26,6 @@ class MnistSettings(dg.Config):
     seed: int = MnistConfig.seed
     train_limit: int | None = Field(default=None, description="keep a seeded random subset of this many training digits (quick runs)")
     test_limit: int | None = Field(default=None, description="the same for the test digits")
-
-
-def _counts_table(train_counts: list[int], test_counts: list[int]) -> dg.MetadataValue:
-    schema = dg.TableSchema(columns=[dg.TableColumn("digit", "int"), dg.TableColumn("train", "int"),
-                                     dg.TableColumn("test", "int")])
-    records = [dg.TableRecord({"digit": d, "train": int(a), "test": int(b)})
-               for d, (a, b) in enumerate(zip(train_counts, test_counts))]
-    return dg.MetadataValue.table(records, schema=schema)
 
 
 @dg.asset(group_name=GROUP, code_version="1",
@@ -58,7 +52,8 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
         "sha256": provenance["sha256_combined"],
         "train_size": len(train_labels),
         "test_size": len(test_labels),
-        "counts_per_class": _counts_table(train_counts, test_counts),
+        "counts_per_class": table_metadata(pd.DataFrame({"digit": range(10), "train": train_counts,
+                                                         "test": test_counts})),
         **figure_metadata(context, plots.digit_examples(train_images, train_labels), "examples"),
     }
     return versioned_output(value, content_hash(provenance["sha256_combined"], provenance.get("subset")), metadata)

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.analysis import table_metadata
+from pipelines.metadata import table_metadata
 from assets.checks import accuracy_table, all_claims
 from conv_core.report import claims_overview, lecture_report as render_lecture_report
 from pipelines.figures import figure_metadata

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
@@ -17,6 +18,7 @@ from conv_core.models import build_model
 from conv_core.train import TrainConfig, train
 from pipelines.compute import Compute
 from pipelines.figures import figure_metadata
+from pipelines.metadata import table_metadata
 from pipelines.partitions import training_partitions
 from pipelines.paths import storage_dir
 from pipelines.tracking import DAGSTER_RUN_TAG, MlflowTracking
@@ -198,9 +200,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
     model = load_trained(trained_model)
     evaluation = evaluate(model, mnist["test_images"], mnist["test_labels"])
     title = f"{trained_model['model']} / {trained_model['data_variant']}: accuracy {evaluation.accuracy:.2%}"
-    per_class = dg.MetadataValue.table(
-        [dg.TableRecord({"digit": d, "accuracy": round(a, 4)}) for d, a in enumerate(evaluation.per_class_accuracy)],
-        schema=dg.TableSchema(columns=[dg.TableColumn("digit", "int"), dg.TableColumn("accuracy", "float")]))
+    per_class = table_metadata(pd.DataFrame({"digit": range(10), "accuracy": evaluation.per_class_accuracy}).round(4))
     value = {**evaluation.as_dict(), "model": trained_model["model"], "data_variant": trained_model["data_variant"],
              "mlflow_run_id": trained_model["mlflow_run_id"]}
     metadata = {}

@@ -20,7 +20,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from conv_core.models import MNIST_MEAN, MNIST_STD, build_model
+from conv_core.data import MNIST_MEAN, MNIST_STD
+from conv_core.models import build_model
 from conv_core.train import TrainConfig, resolve_device, train
 
 # Training FLOPs per 60,000-image epoch (forward + backward, design.md section 8).

@@ -42,22 +42,22 @@ def _claim(key, slide, statement, lecture, measured, tolerance, passed) -> Claim
     return Claim(key, slide, statement, str(lecture), str(measured), str(tolerance), bool(passed))
 
 
+def _counts_claim(key: str, label: str, count: ModelCount, weights: list[int], signals: list[int]) -> Claim:
+    measured = [layer.weights for layer in count.layers]
+    lecture = f"weights {weights} = {sum(weights)}; signals {signals}"
+    return _claim(key, "Convolutional vs. non-convolutional",
+                  f"The {label} has {' + '.join(map(str, weights))} = {sum(weights)} weights and signals "
+                  f"{', '.join(map(str, signals))}", lecture,
+                  f"weights {measured} = {count.weights}; signals {count.signals}", "exact",
+                  measured == weights and count.weights == sum(weights) and count.signals == signals)
+
+
 def seed_cnn_counts(count: ModelCount) -> Claim:
-    weights = [layer.weights for layer in count.layers]
-    return _claim("seed_cnn_counts", "Convolutional vs. non-convolutional",
-                  "The CNN has 225 + 3600 + 7840 = 11665 weights and signals 784, 7056, 3136",
-                  "weights [225, 3600, 7840] = 11665; signals [784, 7056, 3136]",
-                  f"weights {weights} = {count.weights}; signals {count.signals}", "exact",
-                  weights == [225, 3600, 7840] and count.weights == 11665 and count.signals == [784, 7056, 3136])
+    return _counts_claim("seed_cnn_counts", "CNN", count, [225, 3600, 7840], [784, 7056, 3136])
 
 
 def mlp_counts(count: ModelCount) -> Claim:
-    weights = [layer.weights for layer in count.layers]
-    return _claim("mlp_counts", "Convolutional vs. non-convolutional",
-                  "The MLP has 176400 + 32400 + 1440 = 210240 weights and signals 784, 225, 144",
-                  "weights [176400, 32400, 1440] = 210240; signals [784, 225, 144]",
-                  f"weights {weights} = {count.weights}; signals {count.signals}", "exact",
-                  weights == [176400, 32400, 1440] and count.weights == 210240 and count.signals == [784, 225, 144])
+    return _counts_claim("mlp_counts", "MLP", count, [176400, 32400, 1440], [784, 225, 144])
 
 
 def more_signals_fewer_weights(cnn: ModelCount, mlp: ModelCount) -> Claim:

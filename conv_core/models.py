@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+from conv_core.data import MNIST_MEAN, MNIST_STD
+
 
 
 @dataclass(frozen=True)
