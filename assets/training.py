@@ -15,7 +15,7 @@ from conv_core.evaluate import evaluate
 from conv_core.export import portable_model
 from conv_core.infinite import InfiniteMnist
 from conv_core.models import build_model
-from conv_core.train import TrainConfig, train
+from conv_core.train import TrainConfig, resolve_bf16, train
 from pipelines.compute import Compute
 from pipelines.figures import figure_metadata
 from pipelines.metadata import table_metadata
@@ -122,7 +122,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
             "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
             "data_is_5000_digit_sample": provenance.get("is_sample", False),
             "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
-            "seed": train_config.seed, "device": str(device), "weights": counts.weights,
+            "seed": train_config.seed, "device": str(device),
+            "precision": "bf16" if resolve_bf16(train_config, device) else "fp32", "weights": counts.weights,
             "parameters": counts.parameters, "versions": library_versions(),
             "git_commit": git_commit() or "unknown", "config_hash": version,
         })
@@ -162,7 +163,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     value = {
         "model": model_name, "data_variant": variant, "state_dict": result.model.state_dict(),
         "config": train_config.as_dict(), "history": history, "test_accuracy": evaluation.accuracy,
-        "training_seconds": result.seconds, "device": result.device, "mlflow_run_id": run.run_id,
+        "training_seconds": result.seconds, "device": result.device, "precision": result.precision,
+        "mlflow_run_id": run.run_id,
         "mlflow_model_uri": model_uri, "data_sha256": provenance["sha256_combined"], "version": version,
     }
     context.log.info(f"{model_name}/{variant}: test accuracy {evaluation.accuracy:.4f} in {result.seconds:.1f} s")
@@ -174,6 +176,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "images_per_second": round(history[-1]["images_per_second"]),
         "weights": counts.weights,
         "device": result.device,
+        "precision": result.precision,
         "config_hash": version,
         "mlflow_run_id": run.run_id,
         "mlflow_run": dg.MetadataValue.url(run.url),

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env, tracking_client
+from conv_core.train import native_bf16
 
 TRAINED = dg.AssetKey("trained_model")
 PER_EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
@@ -174,6 +175,7 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert params["data_sha256"] == mnist["provenance"]["sha256_combined"]
         assert params["seed"] == params["config.seed"] == "0"
         assert params["device"] == "cpu"
+        assert params["precision"] == value["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
         assert params["versions.torch"] == importlib.metadata.version("torch")
         assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", params["git_commit"])
 

@@ -19,6 +19,7 @@ from conv_core.train import (
     NonFiniteLossError,
     TrainConfig,
     load_checkpoint,
+    native_bf16,
     resolve_device,
     train,
 )
@@ -79,7 +80,8 @@ def test_history_callback_and_learning(digits):
 
     assert [s.epoch for s in result.history] == [1, 2]
     assert [stats for stats, _ in calls] == result.history
-    assert len(lines) == 2 and "epoch 2/2" in lines[-1]
+    assert len(lines) == 3 and "epoch 2/2" in lines[-1]
+    assert lines[0].startswith("training seed_cnn on 1,000 images, cpu") and "epochs 1-2" in lines[0]
     for stats in result.history:
         assert isinstance(stats, EpochStats)
         assert set(stats.as_dict()) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
@@ -89,6 +91,8 @@ def test_history_callback_and_learning(digits):
     assert result.history[-1].test_accuracy > 0.5  # chance is 0.1
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert result.device == "cpu" and result.seconds > 0
+    assert result.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    assert result.precision in lines[0]
     assert not result.model.training
     assert all(p.device.type == "cpu" for p in result.model.parameters())
 
