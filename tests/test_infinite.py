@@ -3,6 +3,8 @@ straightforward float64 re-implementations of their formulas."""
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conv_core import native
 from conv_core.augment import SHIFTS, shift_images
 from conv_core.infinite import (InfiniteMnist, elastic_draws, elastic_fields, infimnist_parameters,
                                 tangent_fields)
@@ -184,9 +187,16 @@ def test_same_bytes_in_a_fresh_process():
 # --------------------------------------------------------------------------- the deformations
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_deformations_equal_the_formula_computed_plainly_in_float64(mode, sample):
-    gen = generator_on(sample, mode, chunk_size=64)
+def needs_kernel(kernel):
+    """The C kernel is tested wherever a C compiler is; where none is, only the tensor path can be."""
+    if kernel and shutil.which(os.environ.get("CC") or "cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    return kernel
+
+
+@pytest.mark.parametrize("mode, kernel", [("infimnist", True), ("infimnist", False), ("elastic", None)])
+def test_deformations_equal_the_formula_computed_plainly_in_float64(mode, kernel, sample):
+    gen = generator_on(sample, mode, chunk_size=64, kernel=needs_kernel(kernel))
     first = gen.first_deformed_index
     indices = [first, first + 1, first + 4000, first + 12345, 10**9 + 7, 2**33 + 11]
     indices += list(range(first + 100, first + 190))  # more than one chunk
@@ -226,3 +236,71 @@ def test_spec_is_json_and_says_what_it_is():
         assert again["mode"] == mode and again["first_deformed_index"] == 8
         assert again["train_count"] == 5 and again["test_count"] == 3
         assert "not bit-identical" in again["note"]
+
+
+# --------------------------------------------------------------------------- the C kernel
+
+
+def test_the_kernel_gives_the_bytes_of_the_tensor_operations(sample):
+    kernel = generator_on(sample, "infimnist", kernel=needs_kernel(True))
+    tensors = generator_on(sample, "infimnist", kernel=False)
+    assert kernel.kernel is not None and tensors.kernel is None
+    assert kernel.spec()["implementation"] == "C kernel"
+    indices = torch.cat([kernel.epoch_indices(7, 20000), torch.tensor([2**40 + 7, 10**12, 2**62 + 1])])
+    assert torch.equal(kernel.images(indices)[0], tensors.images(indices)[0])
+    # one image, an odd count, and a thread count that leaves uneven parts
+    assert torch.equal(kernel[123457][0], tensors[123457][0])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert torch.equal(kernel.images(indices[:997])[0], tensors.images(indices[:997])[0])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_without_a_compiler_the_tensor_path_gives_the_same_bytes(tmp_path):
+    code = SYNTHETIC + (
+        "import hashlib, logging, pytest\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from conv_core.infinite import InfiniteMnist\n"
+        "gen = InfiniteMnist(digits[3:], labels[3:], digits[:3], labels[:3])\n"
+        "assert gen.kernel is None and gen.spec()['implementation'] == 'tensor operations'\n"
+        "print(hashlib.sha256(gen.batch(8, 300)[0].numpy().tobytes()).hexdigest())\n"
+        "with pytest.raises(RuntimeError, match='C kernel'):\n"
+        "    InfiniteMnist(digits[3:], labels[3:], digits[:3], labels[:3], kernel=True)\n")
+    environment = {**os.environ, "CC": str(tmp_path / "no-such-compiler"), "CONVLAB_KERNEL_CACHE": str(tmp_path)}
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == [digest(InfiniteMnist(*synthetic(), kernel=False).batch(8, 300)[0])]
+    assert "could not compile kernel 'infimnist'" in child.stderr and "using tensor operations" in child.stderr
+    assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob(".*"))  # no half-written library left
+
+
+def test_the_kernel_is_compiled_once_into_its_cache(tmp_path):
+    needs_kernel(True)
+    code = ("from conv_core import native\n"
+            "print(native.load('infimnist')._name)\n")
+    environment = {**os.environ, "CONVLAB_KERNEL_CACHE": str(tmp_path / "kernels")}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
+    library = first.stdout.strip()
+    assert library.startswith(str(tmp_path / "kernels" / "infimnist-")) and library.endswith(".so")
+    built = os.stat(library).st_mtime_ns
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
+    assert again.stdout.strip() == library and os.stat(library).st_mtime_ns == built
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [os.path.basename(library)]
+
+
+def test_run_split_covers_every_item_once_in_contiguous_parts():
+    seen = []
+
+    def record(tag, start, stop):
+        seen.append((tag, start.value, stop.value))
+
+    native.run_split(record, 1000, "x", threads=3, grain=1)
+    assert sorted(seen) == [("x", 0, 333), ("x", 333, 666), ("x", 666, 1000)]
+    seen.clear()
+    native.run_split(record, 100, "y", threads=4, grain=64)  # one part per started 64 items
+    assert sorted(seen) == [("y", 0, 50), ("y", 50, 100)]
+    seen.clear()
+    native.run_split(record, 0, "z", threads=2)
+    assert seen == [("z", 0, 0)]

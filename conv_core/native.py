@@ -1,0 +1,115 @@
+"""Small C kernels for the few loops that tensor operations serve badly.
+
+Each kernel is one C file in conv_core/kernels, compiled with the machine's C
+compiler on first use (well under a second), cached by source, flags and CPU,
+and loaded with ctypes: no torch headers, no build step at install. Every
+caller keeps a pure-torch path that gives the same bytes, used when no
+compiler is found or compiling fails (with a warning).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+KERNELS = Path(__file__).parent / "kernels"
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
+
+logger = logging.getLogger("conv_core.native")
+
+
+def cache_dir() -> Path:
+    """$CONVLAB_KERNEL_CACHE, else $XDG_CACHE_HOME/convlab/kernels (~/.cache/convlab/kernels)."""
+    if os.environ.get("CONVLAB_KERNEL_CACHE"):
+        return Path(os.environ["CONVLAB_KERNEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convlab" / "kernels"
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's model and feature flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine() + platform.processor()
+    keep = [line for line in lines if line.startswith(("model name", "flags", "Features"))]
+    return platform.machine() + "".join(dict.fromkeys(keep))
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled kernels/<name>.c as a ctypes library, or None if it cannot be built here."""
+    source = KERNELS / f"{name}.c"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        logger.warning(f"no C compiler found (set CC): kernel {name!r} unavailable, using tensor operations")
+        return None
+    key = hashlib.sha256("\0".join([source.read_text(), compiler, *FLAGS, _cpu_signature()]).encode())
+    library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
+    if not library.exists():
+        try:
+            library.parent.mkdir(parents=True, exist_ok=True)
+            # compiled to a temporary name, then renamed: concurrent first uses never see half a file
+            fd, partial = tempfile.mkstemp(dir=library.parent, prefix=f".{name}-", suffix=".so")
+            os.close(fd)
+            try:
+                subprocess.run([compiler, *FLAGS, "-o", partial, str(source)], check=True,
+                               capture_output=True, text=True, timeout=120)
+                os.replace(partial, library)
+            finally:
+                Path(partial).unlink(missing_ok=True)
+        except (OSError, subprocess.SubprocessError) as error:
+            detail = getattr(error, "stderr", "") or str(error)
+            logger.warning(f"could not compile kernel {name!r} with {compiler} ({detail.strip()[:500]}); "
+                           "using tensor operations")
+            return None
+    return ctypes.CDLL(str(library))
+
+
+def pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
+    """The address of a contiguous CPU tensor's first element, for a kernel argument."""
+    if tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise ValueError("kernels take contiguous CPU tensors")
+    return ctypes.c_void_p(tensor.data_ptr())
+
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, workers, pool)
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """A pool of `count` threads, made anew after a fork (a child inherits no threads)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] != count:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)
+            _pool = (os.getpid(), count, ThreadPoolExecutor(count, thread_name_prefix="convlab-kernel"))
+        return _pool[2]
+
+
+def run_split(function, items: int, *arguments, threads: int | None = None, grain: int = 256) -> None:
+    """Call function(*arguments, start, stop) over [0, items) in contiguous parts, one per thread.
+
+    ctypes lets go of the GIL during the call, so the parts run in parallel
+    (the first on the calling thread); `threads` defaults to torch's intra-op
+    thread count, cut to one part per `grain` items where there are few.
+    """
+    threads = max(1, min(threads or torch.get_num_threads(), -(-items // grain)))
+    bounds = [items * part // threads for part in range(threads + 1)]
+    parts = [(ctypes.c_int64(start), ctypes.c_int64(stop)) for start, stop in zip(bounds, bounds[1:])]
+    others = [_workers(threads - 1).submit(function, *arguments, *part) for part in parts[1:]] if threads > 1 else []
+    function(*arguments, *parts[0])
+    for other in others:
+        other.result()
