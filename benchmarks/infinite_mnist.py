@@ -4,7 +4,7 @@ sigma=4) applied image by image, in one run.
 
     python benchmarks/infinite_mnist.py [--sizes 1024 4096 16384 65536]
         [--modes infimnist elastic] [--threads 2] [--devices auto|cpu|cuda ...]
-        [--seconds 2] [--baseline-images 500]
+        [--seconds 2] [--baseline-images 500] [--implementations kernel tensors]
 
 Every configuration runs in a fresh subprocess, so its peak memory is its own:
 on CPU the process's peak RSS from building the generator to the last batch
@@ -54,7 +54,8 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def measure_generator(path: str, mode: str, device: str, size: int, threads: int, seconds: float) -> dict:
+def measure_generator(path: str, mode: str, device: str, size: int, threads: int, seconds: float,
+                      kernel: bool | None = None) -> dict:
     """Runs inside a fresh process: deformed digits per second and peak memory for one batch size."""
     from conv_core.infinite import InfiniteMnist
 
@@ -66,7 +67,7 @@ def measure_generator(path: str, mode: str, device: str, size: int, threads: int
         allocated_before = torch.cuda.memory_allocated()
     peak_is_fresh = reset_peak_rss()
     rss_before = memory_mb("VmRSS")
-    gen = InfiniteMnist(*digits, mode=mode, device=device)  # its field bank and canvases count too
+    gen = InfiniteMnist(*digits, mode=mode, device=device, kernel=kernel)  # its bank and canvases count too
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     epoch = 0
     images, _ = gen.images(gen.epoch_indices(epoch, size))  # warm-up, and the first-touch cost of memory
@@ -86,7 +87,8 @@ def measure_generator(path: str, mode: str, device: str, size: int, threads: int
         # Without a reset the high-water mark may still be the import's; ru_maxrss is the same number.
         peak_mb = (memory_mb("VmHWM") if peak_is_fresh else
                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - rss_before
-    return {"rate": batches * size / elapsed, "cpu_rate": batches * size / cpu_seconds, "peak_mb": peak_mb}
+    return {"rate": batches * size / elapsed, "cpu_rate": batches * size / cpu_seconds, "peak_mb": peak_mb,
+            "implementation": gen.spec()["implementation"]}
 
 
 def measure_baseline(path: str, count: int, threads: int) -> dict:
@@ -123,6 +125,9 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["auto"])
     parser.add_argument("--seconds", type=float, default=2.0, help="least timed seconds per configuration")
     parser.add_argument("--baseline-images", type=int, default=500)
+    parser.add_argument("--implementations", nargs="+", default=["kernel", "tensors"],
+                        choices=["kernel", "tensors"],
+                        help="infimnist mode on CPU: the C kernel and/or the tensor operations it replaces")
     args = parser.parse_args()
     devices = args.devices
     if devices == ["auto"]:
@@ -143,17 +148,22 @@ def main() -> None:
         print(f"baseline: torchvision v2.ElasticTransform(alpha=34, sigma=4), one image per call, CPU: "
               f"{baseline['rate']:,.0f} digits/s, {baseline['cpu_rate']:,.0f} per CPU-second "
               f"({args.baseline_images} images)\n")
-        print(f"{'device':6s} {'mode':9s} {'batch':>6s} {'digits/s':>10s} {'x baseline':>10s} "
+        print(f"{'device':6s} {'mode':9s} {'implementation':17s} {'batch':>6s} {'digits/s':>10s} {'x baseline':>10s} "
               f"{'per CPU-s':>10s} {'x baseline':>10s} {'peak MB':>8s}")
         for device in devices:
             for mode in args.modes:
-                for size in args.sizes:
-                    result = in_fresh_process("measure_generator", path=path, mode=mode, device=device,
-                                              size=size, threads=args.threads, seconds=args.seconds)
-                    print(f"{device:6s} {mode:9s} {size:6d} {result['rate']:10,.0f} "
-                          f"{result['rate'] / baseline['rate']:9,.0f}x {result['cpu_rate']:10,.0f} "
-                          f"{result['cpu_rate'] / baseline['cpu_rate']:9,.0f}x {result['peak_mb']:8.1f}",
-                          flush=True)
+                kernels = [None]
+                if mode == "infimnist" and device == "cpu":
+                    kernels = [{"kernel": True, "tensors": False}[name] for name in args.implementations]
+                for kernel in kernels:
+                    for size in args.sizes:
+                        result = in_fresh_process("measure_generator", path=path, mode=mode, device=device,
+                                                  size=size, threads=args.threads, seconds=args.seconds,
+                                                  kernel=kernel)
+                        print(f"{device:6s} {mode:9s} {result['implementation']:17s} {size:6d} "
+                              f"{result['rate']:10,.0f} {result['rate'] / baseline['rate']:9,.0f}x "
+                              f"{result['cpu_rate']:10,.0f} {result['cpu_rate'] / baseline['cpu_rate']:9,.0f}x "
+                              f"{result['peak_mb']:8.1f}", flush=True)
     print("\ndigits/s: wall clock. per CPU-s: digits per second of this process's CPU time, which a\n"
           "machine shared with other work disturbs less (threads spinning at a barrier still count).\n"
           "peak MB: peak RSS from building the generator to the end of the last batch, less the RSS\n"
