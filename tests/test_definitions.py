@@ -104,3 +104,17 @@ def test_weekly_schedule_requests_one_backfill_of_everything_and_is_off_by_defau
 def test_run_failure_sensor_is_on_by_default():
     sensor = defs.resolve_sensor_def("report_failed_runs")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_training_settings_map_onto_the_core_config():
+    import torch
+
+    from assets.training import TrainSettings, _train_config
+
+    cpu = torch.device("cpu")
+    default = _train_config(TrainSettings(), "mlp", "shifted", cpu)
+    assert default.bf16 is None and default.shift_augment and default.model == "mlp" and default.device == "cpu"
+    assert _train_config(TrainSettings(precision="fp32"), "seed_cnn", "plain", cpu).bf16 is False
+    assert _train_config(TrainSettings(precision="bf16", epochs=3), "seed_cnn", "plain", cpu).epochs == 3
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        _train_config(TrainSettings(precision="fp16"), "seed_cnn", "plain", cpu)
