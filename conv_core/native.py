@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 KERNELS = Path(__file__).parent / "kernels"
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11")
+# This CPU's own vector instructions first; plain -O3 for a compiler that knows no -march=native.
+FLAG_SETS = (("-O3", "-march=native", "-fPIC", "-shared", "-std=c11"), ("-O3", "-fPIC", "-shared", "-std=c11"))
 
 logger = logging.getLogger("conv_core.native")
 
@@ -47,6 +48,27 @@ def _cpu_signature() -> str:
     return platform.machine() + "".join(dict.fromkeys(keep))
 
 
+def _compile(compiler: str, flags: tuple[str, ...], source: Path, library: Path) -> str | None:
+    """Build `library` from `source`; None on success, else what went wrong.
+
+    Compiled to a temporary name and renamed, so a concurrent first use never
+    loads half a file.
+    """
+    try:
+        library.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=library.parent, prefix=f".{library.stem}-", suffix=".so")
+        os.close(fd)
+        try:
+            subprocess.run([compiler, *flags, "-o", partial, str(source)], check=True,
+                           capture_output=True, text=True, timeout=120)
+            os.replace(partial, library)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        return (getattr(error, "stderr", "") or str(error)).strip()[:500]
+    return None
+
+
 @functools.cache
 def load(name: str) -> ctypes.CDLL | None:
     """The compiled kernels/<name>.c as a ctypes library, or None if it cannot be built here."""
@@ -55,26 +77,20 @@ def load(name: str) -> ctypes.CDLL | None:
     if compiler is None:
         logger.warning(f"no C compiler found (set CC): kernel {name!r} unavailable, using tensor operations")
         return None
-    key = hashlib.sha256("\0".join([source.read_text(), compiler, *FLAGS, _cpu_signature()]).encode())
-    library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
-    if not library.exists():
-        try:
-            library.parent.mkdir(parents=True, exist_ok=True)
-            # compiled to a temporary name, then renamed: concurrent first uses never see half a file
-            fd, partial = tempfile.mkstemp(dir=library.parent, prefix=f".{name}-", suffix=".so")
-            os.close(fd)
+    problems = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256("\0".join([source.read_text(), compiler, *flags, _cpu_signature()]).encode())
+        library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
+        problem = None if library.exists() else _compile(compiler, flags, source, library)
+        if problem is None:
             try:
-                subprocess.run([compiler, *FLAGS, "-o", partial, str(source)], check=True,
-                               capture_output=True, text=True, timeout=120)
-                os.replace(partial, library)
-            finally:
-                Path(partial).unlink(missing_ok=True)
-        except (OSError, subprocess.SubprocessError) as error:
-            detail = getattr(error, "stderr", "") or str(error)
-            logger.warning(f"could not compile kernel {name!r} with {compiler} ({detail.strip()[:500]}); "
-                           "using tensor operations")
-            return None
-    return ctypes.CDLL(str(library))
+                return ctypes.CDLL(str(library))
+            except OSError as error:
+                problem = str(error)
+        problems.append(f"{' '.join(flags)}: {problem}")
+    logger.warning(f"could not compile kernel {name!r} with {compiler} ({'; '.join(problems)}); "
+                   "using tensor operations")
+    return None
 
 
 def pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
