@@ -25,7 +25,7 @@ from torch import nn
 
 from conv_core.augment import random_crop_batch, shift_batch
 from conv_core.evaluate import evaluate
-from conv_core.models import build_model
+from conv_core.models import build_model, pool_before_relu
 
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_FORMAT = 1
@@ -298,6 +298,7 @@ def train(
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         size = model.input_size
+        forward = pool_before_relu(model)  # the same function and gradients, less ReLU work
         # fused: one kernel for all parameters; a quarter of the MLP's step was Adam's many small ops.
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                      fused=device.type in ("cpu", "cuda"))
@@ -346,7 +347,7 @@ def train(
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = labels[batch_index]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(x)
+                    logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(epoch, step, scheduler.get_last_lr()[0], loss.item())

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from conv_core.counting import connectivity_counts, count_parameters
-from conv_core.models import MODEL_NAMES, Conv, Linear, build_model
+from conv_core.models import MODEL_NAMES, Conv, Linear, build_model, pool_before_relu
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -110,3 +110,30 @@ def test_connectivity_rejects_bad_arguments(field, kwargs):
     args = dict(inputs=5, outputs=5, radius=1) | kwargs
     with pytest.raises(ValueError, match=field):
         connectivity_counts(**args)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_pool_before_relu_is_the_same_function_with_the_same_gradients(name):
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    view = pool_before_relu(model)
+    order = [n for n, _ in model.named_children()]
+    assert sorted(n for n, _ in view.named_children()) == sorted(order)  # the same stages, only moved
+    assert all(a is b for a, b in zip(sorted(model.parameters(), key=id), sorted(view.parameters(), key=id)))
+    if name == "seed_cnn":
+        assert [n for n, _ in view.named_children()][1:8] == ["conv1", "pool1", "relu1", "conv2", "pool2",
+                                                              "relu2", "flatten"]
+    # blank areas make windows of tied maxima, negative ones windows that ReLU zeroes entirely
+    x = torch.rand(6, 1, model.input_size, model.input_size)
+    x[:3, :, :10] = 0
+    grads = []
+    for net in (model, view):
+        torch.manual_seed(1)  # the same dropout mask for the Caffe variant
+        model.zero_grad()
+        out = net(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out_a, grads_a), (out_b, grads_b) = grads
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert [n for n, _ in model.named_children()] == order  # the model keeps the lecture's order
