@@ -52,6 +52,7 @@ to even), which is also much faster than a float -> uint8 cast.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 
@@ -258,6 +259,9 @@ class InfiniteMnist:
         self.kernel = None
         if mode == "infimnist" and kernel is not False:
             self.kernel = native.load("infimnist") if self.device.type == "cpu" else None
+            if self.kernel is not None:  # 8 pointers, then the range of images; ctypes checks the count
+                self.kernel.infimnist_deform.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 2
+                self.kernel.infimnist_deform.restype = None
             if kernel and self.kernel is None:
                 raise RuntimeError(f"the infimnist C kernel was asked for but is unavailable on {self.device} "
                                    "(it needs the CPU and a C compiler; see the log)")
@@ -385,10 +389,14 @@ class InfiniteMnist:
         """"infimnist" mode by the C kernel: per-index parameters here, pixels there, threads split the images."""
         k1, k2, sign, shift = infimnist_parameters(indices)
         windows = 1 - torch.tensor(SHIFTS)[shift]  # the 28x28 window's corner on the 30x30 canvas
-        arguments = [self.canvases, self.bank, train_rows.contiguous(),
-                     k1 + FIELD_COUNT * (sign < 0), k2 + FIELD_COUNT * (sign > 0),  # a folded into the row
-                     windows[:, 0].contiguous(), windows[:, 1].contiguous(), out]
-        native.run_split(self.kernel.infimnist_deform, len(indices), *map(native.pointer, arguments))
+        # The tensors stay referenced here until the kernel returns: a pointer does not keep one alive.
+        tensors = [(self.canvases, torch.uint8), (self.bank, torch.int16), (train_rows.contiguous(), torch.int64),
+                   (k1 + FIELD_COUNT * (sign < 0), torch.int64),  # the sign a picks the bank half
+                   (k2 + FIELD_COUNT * (sign > 0), torch.int64),
+                   (windows[:, 0].contiguous(), torch.int64), (windows[:, 1].contiguous(), torch.int64),
+                   (out, torch.uint8)]
+        arguments = [native.pointer(tensor, dtype) for tensor, dtype in tensors]
+        native.run_split(self.kernel.infimnist_deform, len(indices), *arguments)
 
     def _tangent_chunk(self, out, indices, train_rows, workspace) -> None:
         """"infimnist" mode on a chunk: first-order deformation, round, translate.

@@ -93,10 +93,14 @@ def load(name: str) -> ctypes.CDLL | None:
     return None
 
 
-def pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
-    """The address of a contiguous CPU tensor's first element, for a kernel argument."""
-    if tensor.device.type != "cpu" or not tensor.is_contiguous():
-        raise ValueError("kernels take contiguous CPU tensors")
+def pointer(tensor: torch.Tensor, dtype: torch.dtype) -> ctypes.c_void_p:
+    """The address of a contiguous CPU tensor's first element, for a kernel argument.
+
+    The dtype is checked because C cannot: a wrong one reads the wrong bytes.
+    """
+    if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.dtype != dtype:
+        raise ValueError(f"this kernel argument must be a contiguous CPU {dtype} tensor, "
+                         f"got {tensor.dtype} on {tensor.device} (contiguous: {tensor.is_contiguous()})")
     return ctypes.c_void_p(tensor.data_ptr())
 
 

@@ -93,8 +93,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` has bf16 arithmetic units, so that bf16 autocast pays.
 
-    On CPU that means AVX-512 BF16 or AMX (torch's own CPU feature probes,
-    private but stable since 2.1; absent ones count as no).
+    On CPU that means AVX-512 BF16 or AMX, by torch's own CPU feature probes
+    (private ones: a probe that is missing counts as no).
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -323,10 +323,9 @@ def train(
             start_epoch, seconds_before = state["epoch"], state["seconds"]
             log(f"resuming {config.model} from {checkpoint_path} after epoch {start_epoch}")
 
-        log(f"training {config.model} on {n:,} images, {device} "
-            f"({'bf16 autocast' if use_bf16 else 'fp32'}, {'NHWC' if channels_last else 'NCHW'}, "
-            f"{torch.get_num_threads() if device.type == 'cpu' else 1} thread(s)), "
-            f"epochs {start_epoch + 1}-{config.epochs}")
+        threads_note = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+        log(f"training {config.model} on {n:,} images, {device} ({'bf16 autocast' if use_bf16 else 'fp32'}, "
+            f"{'NHWC' if channels_last else 'NCHW'}{threads_note}), epochs {start_epoch + 1}-{config.epochs}")
         run_started = time.perf_counter()
         for epoch in range(start_epoch + 1, config.epochs + 1):
             epoch_started = time.perf_counter()
