@@ -89,6 +89,8 @@ ELASTIC_FRACTION_BITS = 7  # displacements stored in 1/128 px
 ELASTIC_CANVAS = 32
 ELASTIC_BORDER = (ELASTIC_CANVAS - IMAGE_SIZE) // 2
 
+# Translation SHIFTS[k] = (dy, dx) reads the 28x28 window at (1 - dy, 1 - dx) of the 30x30 canvas.
+WINDOW_CORNERS = 1 - torch.tensor(SHIFTS)
 ROUNDING_MAGIC = 2.0 ** 23  # x + 2^23 has the rounded integer of x in its low mantissa bits
 MASK32 = 0xFFFFFFFF
 DEFAULT_CHUNK = 1024  # images per inner step: keeps the float work in cache and memory small
@@ -388,7 +390,7 @@ class InfiniteMnist:
     def _kernel_deform(self, out, indices, train_rows) -> None:
         """"infimnist" mode by the C kernel: per-index parameters here, pixels there, threads split the images."""
         k1, k2, sign, shift = infimnist_parameters(indices)
-        windows = 1 - torch.tensor(SHIFTS)[shift]  # the 28x28 window's corner on the 30x30 canvas
+        windows = WINDOW_CORNERS[shift]
         # The tensors stay referenced here until the kernel returns: a pointer does not keep one alive.
         tensors = [(self.canvases, torch.uint8), (self.bank, torch.int16), (train_rows.contiguous(), torch.int64),
                    (k1 + FIELD_COUNT * (sign < 0), torch.int64),  # the sign a picks the bank half
