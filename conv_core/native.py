@@ -31,11 +31,13 @@ FLAG_SETS = (("-O3", "-march=native", "-fPIC", "-shared", "-std=c11"), ("-O3", "
 logger = logging.getLogger("conv_core.native")
 
 
-def cache_dir() -> Path:
-    """$CONVLAB_KERNEL_CACHE, else $XDG_CACHE_HOME/convlab/kernels (~/.cache/convlab/kernels)."""
+def cache_dirs() -> list[Path]:
+    """Where built kernels go: $CONVLAB_KERNEL_CACHE if set; else $XDG_CACHE_HOME/convlab/kernels
+    (~/.cache/convlab/kernels), then a folder in the temporary directory for a home that is not writable."""
     if os.environ.get("CONVLAB_KERNEL_CACHE"):
-        return Path(os.environ["CONVLAB_KERNEL_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convlab" / "kernels"
+        return [Path(os.environ["CONVLAB_KERNEL_CACHE"])]
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convlab" / "kernels"
+    return [user, Path(tempfile.gettempdir()) / f"convlab-kernels-{os.getuid()}"]
 
 
 def _cpu_signature() -> str:
@@ -78,16 +80,17 @@ def load(name: str) -> ctypes.CDLL | None:
         logger.warning(f"no C compiler found (set CC): kernel {name!r} unavailable, using tensor operations")
         return None
     problems = []
-    for flags in FLAG_SETS:
-        key = hashlib.sha256("\0".join([source.read_text(), compiler, *flags, _cpu_signature()]).encode())
-        library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
-        problem = None if library.exists() else _compile(compiler, flags, source, library)
-        if problem is None:
-            try:
-                return ctypes.CDLL(str(library))
-            except OSError as error:
-                problem = str(error)
-        problems.append(f"{' '.join(flags)}: {problem}")
+    for folder in cache_dirs():
+        for flags in FLAG_SETS:
+            key = hashlib.sha256("\0".join([source.read_text(), compiler, *flags, _cpu_signature()]).encode())
+            library = folder / f"{name}-{key.hexdigest()[:16]}.so"
+            problem = None if library.exists() else _compile(compiler, flags, source, library)
+            if problem is None:
+                try:
+                    return ctypes.CDLL(str(library))
+                except OSError as error:
+                    problem = str(error)
+            problems.append(f"{library.parent}, {' '.join(flags)}: {problem}")
     logger.warning(f"could not compile kernel {name!r} with {compiler} ({'; '.join(problems)}); "
                    "using tensor operations")
     return None

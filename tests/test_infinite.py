@@ -304,3 +304,17 @@ def test_run_split_covers_every_item_once_in_contiguous_parts():
     seen.clear()
     native.run_split(record, 0, "z", threads=2)
     assert seen == [("z", 0, 0)]
+
+
+def test_a_home_without_a_writable_cache_builds_into_the_temporary_directory(tmp_path):
+    needs_kernel(True)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the cache folder cannot be made under a file")
+    (tmp_path / "tmp").mkdir()
+    environment = {k: v for k, v in os.environ.items() if k != "CONVLAB_KERNEL_CACHE"}
+    environment.update(XDG_CACHE_HOME=str(blocker / "cache"), TMPDIR=str(tmp_path / "tmp"))
+    code = "from conv_core import native\nprint(native.load('infimnist')._name)\n"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True)
+    library = child.stdout.strip()
+    assert library.startswith(str(tmp_path / "tmp" / f"convlab-kernels-{os.getuid()}" / "infimnist-"))
+    assert "could not compile" not in child.stderr
