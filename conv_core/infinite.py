@@ -226,6 +226,19 @@ def elastic_field_bank(seed: int, device: str = "cpu") -> torch.Tensor:
     return bank.to(device=device, dtype=torch.float32)
 
 
+@functools.cache
+def _deform_kernel():
+    """kernels/infimnist.c's infimnist_deform with its signature declared (ctypes then checks the
+    argument count), or None where it cannot be built."""
+    library = native.load("infimnist")
+    if library is None:
+        return None
+    function = library.infimnist_deform
+    function.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 2  # 8 arrays, then the images' range
+    function.restype = None
+    return function
+
+
 # --------------------------------------------------------------------------- the generator
 
 
@@ -260,10 +273,7 @@ class InfiniteMnist:
         self.labels = torch.cat([test_labels, train_labels]).to(self.device, torch.int64)
         self.kernel = None
         if mode == "infimnist" and kernel is not False:
-            self.kernel = native.load("infimnist") if self.device.type == "cpu" else None
-            if self.kernel is not None:  # 8 pointers, then the range of images; ctypes checks the count
-                self.kernel.infimnist_deform.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 2
-                self.kernel.infimnist_deform.restype = None
+            self.kernel = _deform_kernel() if self.device.type == "cpu" else None
             if kernel and self.kernel is None:
                 raise RuntimeError(f"the infimnist C kernel was asked for but is unavailable on {self.device} "
                                    "(it needs the CPU and a C compiler; see the log)")
@@ -398,7 +408,7 @@ class InfiniteMnist:
                    (windows[:, 0].contiguous(), torch.int64), (windows[:, 1].contiguous(), torch.int64),
                    (out, torch.uint8)]
         arguments = [native.pointer(tensor, dtype) for tensor, dtype in tensors]
-        native.run_split(self.kernel.infimnist_deform, len(indices), *arguments)
+        native.run_split(self.kernel, len(indices), *arguments)
 
     def _tangent_chunk(self, out, indices, train_rows, workspace) -> None:
         """"infimnist" mode on a chunk: first-order deformation, round, translate.
