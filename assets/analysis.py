@@ -1,4 +1,4 @@
-"""[analysis] Counting, representations, and the comparison of every tracked run."""
+"""[analysis] Counting, representations, and the comparison of every training partition."""
 
 import dagster as dg
 import pandas as pd
@@ -7,16 +7,18 @@ from pydantic import Field
 from conv_core import plots
 from conv_core.data import random_subset
 from conv_core.counting import connectivity_counts, count_parameters
+from conv_core import lecture
+from conv_core.experiments import EXPLAINED, REPRESENTED
 from conv_core.models import MODEL_NAMES
 from conv_core.representations import (
     TRIPLET_RULE, choose_triplet, layer_features, pca_2d, representation_measures, triplet_distances,
     triplet_flip_rates,
 )
 from assets.training import load_trained
-from pipelines.figures import figure_metadata
-from pipelines.metadata import table_metadata
-from pipelines.partitions import training_key
-from pipelines.tracking import MlflowTracking
+from pipelines.resources.figures import figure_metadata, figure_paths, publish_figures
+from pipelines.resources.metadata import table_metadata
+from pipelines.resources.partitions import by_partition
+from pipelines.resources.tracking import MlflowTracking
 
 GROUP = "analysis"
 
@@ -27,13 +29,10 @@ CONNECTIVITY_EXAMPLES = [
     ("seed_cnn conv2 on 14x14", 14, 14, 2, 9, 16, 2),
 ]
 
-# The lecture's Caffe notebooks: d(9A,4A)/d(4A,4B) for their triplet.
-LECTURE_TRIPLET_RATIOS = {"pixels": 0.79, "conv1": 0.69, "pool1": 0.82, "conv2": 1.10, "logits": 3.20}
 
-
-@dg.asset(group_name=GROUP, code_version="1",
+@dg.asset(group_name=GROUP, code_version="2",
           description="Weights, biases and signal sizes per layer of every model, and the connectivity arithmetic.")
-def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[dict]:
     rows = []
     for name in MODEL_NAMES:
         count = count_parameters(name)
@@ -52,7 +51,10 @@ def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFram
     figure = plots.scatter_labelled([c.weights for c in totals.values()], [sum(c.signals) for c in totals.values()],
                                     list(totals), "weights (no biases)", "signal size (input + hidden)",
                                     "more signals, fewer weights", log_x=True)
-    return dg.Output(frame, metadata={
+    metadata = figure_metadata(context, figure, "weights_vs_signals")
+    value = {"layers": frame.to_dict(orient="records"), "models": summary.to_dict(orient="records"),
+             "connectivity": connectivity.to_dict(orient="records"), "figures": figure_paths(metadata)}
+    return dg.Output(value, metadata={
         "layers": table_metadata(frame),
         "models": table_metadata(summary),
         "connectivity": table_metadata(connectivity),
@@ -60,8 +62,7 @@ def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFram
         "mlp_weights": totals["mlp"].weights,
         "seed_cnn_signals": str(totals["seed_cnn"].signals),
         "mlp_signals": str(totals["mlp"].signals),
-        "connectivity_table": connectivity.to_dict(orient="records"),
-        **figure_metadata(context, figure, "weights_vs_signals"),
+        **metadata,
     })
 
 
@@ -70,18 +71,15 @@ class RepresentationSettings(dg.Config):
     measure_limit: int = Field(default=1000, description="test digits in the pairwise-distance measures")
 
 
-REPRESENTATION_MODELS = ("seed_cnn", "mlp")
-
-
 @dg.asset(
     group_name=GROUP,
-    code_version="2",
-    ins={"trained_model": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping(
-        [str(training_key(m)) for m in REPRESENTATION_MODELS]))},
-    description="Pixel space vs feature space: the 9-4-4 triplet and per-layer representation measures.",
+    code_version="3",
+    ins={"trained_model": by_partition(REPRESENTED)},
+    description="Pixel space vs feature space: the 9-4-4 triplet and per-layer representation measures "
+                f"({', '.join(e.key for e in REPRESENTED)}).",
 )
 def representation_distances(context: dg.AssetExecutionContext, config: RepresentationSettings, mnist: dict,
-                             trained_model: dict, mlflow_tracking: MlflowTracking) -> dg.Output[pd.DataFrame]:
+                             trained_model: dict, mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
     test_images, test_labels = mnist["test_images"], mnist["test_labels"]
     train_images, train_labels = random_subset(mnist["train_images"], mnist["train_labels"], config.knn_train_limit)
     triplet = choose_triplet(test_images, test_labels)
@@ -92,8 +90,8 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
         test_features = layer_features(model, test_images)
         train_features = layer_features(model, train_images)
         for row in triplet_distances(test_features, triplet):
-            lecture = LECTURE_TRIPLET_RATIOS.get(row["layer"]) if name == "seed_cnn" else None
-            triplet_rows.append({"model": name, **row, "lecture_ratio": lecture})
+            lecture_ratio = lecture.TRIPLET_RATIOS.get(row["layer"]) if name == "seed_cnn" else None
+            triplet_rows.append({"model": name, **row, "lecture_ratio": lecture_ratio})
         measures = representation_measures(train_features, train_labels, test_features, test_labels,
                                            measure_limit=config.measure_limit)
         flips = triplet_flip_rates(test_features, test_images, test_labels)
@@ -112,20 +110,22 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
         "triplet": plots.image_grid(pictures, titles=["9A", "4A", "4B"], columns=3, cell=1.6,
                                     suptitle="the triplet (test split)"),
         "triplet_ratios": plots.layer_lines(
-            {**{m: r.to_dict() for m, r in ratios.items()}, "lecture (Caffe notebooks)": LECTURE_TRIPLET_RATIOS},
+            {**{m: r.to_dict() for m, r in ratios.items()}, "lecture (Caffe notebooks)": lecture.TRIPLET_RATIOS},
             "d(9A,4A) / d(4A,4B)", "above 1: the two 4s are closer than the 9 and the 4", reference=1.0),
         "measures_by_layer": plots.measure_panels(measures),
         "pca_maps": plots.pca_maps({f"{m}: {layer}" if m != "pixels" else "pixels": points
                                     for m, (layer, points) in maps.items()}, test_labels),
     }
-    metadata = {}
-    runs = [mlflow_tracking.run(value["mlflow_run_id"]) for value in trained_model.values()]
-    for name, figure in figures.items():
-        for run in runs:
+    for value in trained_model.values():
+        run = mlflow_tracking.run(value["mlflow_run_id"])
+        for name, figure in figures.items():
             run.log_figure(figure, f"representations/{name}.png")
-        metadata.update(figure_metadata(context, figure, name))
+    metadata = publish_figures(context, figures)
     seed_cnn = distances[distances.model == "seed_cnn"].set_index("layer")["ratio"]
-    return dg.Output(frame, metadata={
+    value = {"table": frame.to_dict(orient="records"), "triplet": triplet.as_dict(), "triplet_rule": TRIPLET_RULE,
+             "runs": _runs_read(trained_model), "figures": figure_paths(metadata)}
+    return dg.Output(value, metadata={
+        "runs_read": ", ".join(f"{r['partition']} ({r['mlflow_run_id']})" for r in value["runs"]),
         "triplet": triplet.as_dict(),
         "triplet_rule": TRIPLET_RULE,
         "triplet_ratios": table_metadata(distances.fillna(-1)),
@@ -138,56 +138,56 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
     })
 
 
-@dg.asset(group_name=GROUP, code_version="2", deps=["trained_model"],
-          description="Every model's latest MLflow runs side by side, and test accuracy by model and data variant.")
-def run_comparison(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking) -> dg.Output[pd.DataFrame]:
-    runs = mlflow_tracking.search_runs(filter_string="attributes.status = 'FINISHED'")
-    if runs.empty or "tags.model" not in runs:
-        raise dg.Failure("no finished training runs in MLflow yet: materialise trained_model first")
-    latest = latest_runs(runs)
-    by_variant = accuracy_by_variant(latest)
-    newest = latest.groupby(["model", "data_variant"], as_index=False).first()
+RUN_FIELDS = ("partition", "model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds",
+              "mlflow_run_id", "data_sha256")
+
+
+def _runs_read(trained_model: dict) -> list[dict]:
+    """The training runs an analysis read: partition, seed and MLflow run of each."""
+    return [{"partition": key, "seed": value["seed"], "mlflow_run_id": value["mlflow_run_id"]}
+            for key, value in sorted(trained_model.items())]
+
+
+def comparison_rows(trained_model: dict) -> tuple[pd.DataFrame, list[str]]:
+    """One row per training partition on the explained run's data; the partitions left out (other data)."""
+    rows = [{**{k: value[k] for k in RUN_FIELDS if k != "partition"}, "partition": key,
+             "epochs": value["config"]["epochs"]} for key, value in trained_model.items()]
+    reference = trained_model[EXPLAINED.key]["data_sha256"] if EXPLAINED.key in trained_model else rows[0]["data_sha256"]
+    kept = [r for r in rows if r["data_sha256"] == reference]
+    left_out = sorted(r["partition"] for r in rows if r["data_sha256"] != reference)
+    frame = pd.DataFrame(kept)[["partition", *RUN_FIELDS[1:], "epochs"]]
+    return frame.sort_values(["data_variant", "weights", "model", "seed"]).reset_index(drop=True), left_out
+
+
+@dg.asset(group_name=GROUP, code_version="3", ins={"trained_model": by_partition()},
+          description="Every training partition side by side, and test accuracy by model and data variant "
+                      "(mean and spread over seeds).")
+def run_comparison(context: dg.AssetExecutionContext, trained_model: dict) -> dg.Output[dict]:
+    runs, left_out = comparison_rows(trained_model)
+    if left_out:
+        context.log.warning(f"left out of the comparison, trained on other data than {EXPLAINED.key}: "
+                            f"{', '.join(left_out)}")
+    by_variant = accuracy_by_variant(runs)
+    first_seed = runs.groupby(["model", "data_variant"], as_index=False).first()
     figures = {
         "accuracy_vs_weights": plots.scatter_labelled(
-            newest["weights"], newest["test_accuracy"], [f"{m}/{v}" for m, v in zip(newest.model, newest.data_variant)],
+            first_seed["weights"], first_seed["test_accuracy"],
+            [f"{m}/{v}" for m, v in zip(first_seed.model, first_seed.data_variant)],
             "weights (no biases)", "test accuracy", "accuracy against weights", log_x=True),
         "accuracy_by_variant": plots.accuracy_by_variant(by_variant),
     }
-    metadata = {}
-    for name, figure in figures.items():
-        metadata.update(figure_metadata(context, figure, name))
-    return dg.Output(latest, metadata={
-        "runs": table_metadata(latest),
+    metadata = publish_figures(context, figures)
+    value = {"runs": runs.to_dict(orient="records"), "accuracy_by_variant": by_variant.to_dict(orient="records"),
+             "left_out": left_out, "figures": figure_paths(metadata)}
+    return dg.Output(value, metadata={
+        "runs": table_metadata(runs),
         "accuracy_by_variant": table_metadata(by_variant),
-        "experiment": mlflow_tracking.resolved_experiment(),
+        "left_out": ", ".join(left_out) or "none",
         **metadata,
     })
 
 
-RUN_COLUMNS = {"tags.model": "model", "tags.data_variant": "data_variant", "params.seed": "seed", "run_id": "run_id",
-               "metrics.test_accuracy": "test_accuracy", "params.weights": "weights",
-               "metrics.training_seconds": "training_seconds", "params.config.epochs": "epochs",
-               "params.config.lr": "lr", "params.config.batch_size": "batch_size", "params.device": "device",
-               "params.data_source": "data_source", "params.data_sha256": "data_sha256", "start_time": "start_time"}
-
-
-def latest_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest finished run of each (model, data variant, seed), from mlflow.search_runs' frame.
-
-    Only runs on the newest data (by sha256) count, so a switch of data source
-    does not mix, say, sample and full-MNIST accuracies.
-    """
-    runs = runs[[c for c in RUN_COLUMNS if c in runs.columns]].rename(columns=RUN_COLUMNS)
-    runs = runs.dropna(subset=["model", "test_accuracy"]).sort_values("start_time", ascending=False)
-    if "data_sha256" in runs:
-        runs = runs[runs["data_sha256"] == runs["data_sha256"].iloc[0]]
-    latest = runs.groupby(["model", "data_variant", "seed"], as_index=False).first()
-    latest["weights"] = latest["weights"].astype(int)
-    latest["start_time"] = latest["start_time"].astype(str)
-    return latest.sort_values(["data_variant", "weights", "seed"]).reset_index(drop=True)
-
-
 def accuracy_by_variant(latest: pd.DataFrame) -> pd.DataFrame:
-    """Model x data variant: mean, spread (sample std) and count of test accuracy over seeds."""
+    """Model x data variant: mean, spread (sample std) and count of test accuracy over seeds (a frame of runs)."""
     table = latest.groupby(["model", "data_variant"], as_index=False)["test_accuracy"].agg(["mean", "std", "count"])
     return table.rename(columns={"mean": "accuracy_mean", "std": "accuracy_std", "count": "seeds"}).fillna(0.0)

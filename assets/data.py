@@ -7,12 +7,12 @@ from pydantic import Field
 
 from conv_core import plots
 from conv_core.augment import SHIFTS, expand_shifts
-from conv_core.data import MnistConfig, load_mnist, random_subset
-from conv_core.infinite import InfiniteMnist
-from pipelines.figures import figure_metadata
-from pipelines.metadata import table_metadata
-from pipelines.paths import data_cache_dir
-from pipelines.versions import content_hash, versioned_output
+from conv_core.data import MnistConfig, Source, load_mnist, random_subset
+from conv_core.infinite import InfiniteMnist, Mode
+from pipelines.resources.figures import figure_metadata, figure_paths
+from pipelines.resources.metadata import table_metadata
+from pipelines.resources.paths import data_cache_dir
+from pipelines.resources.versions import content_hash, versioned_output
 
 GROUP = "data"
 
@@ -20,10 +20,12 @@ GROUP = "data"
 class MnistSettings(dg.Config):
     """Where the digits come from (defaults: conv_core.data.MnistConfig)."""
 
-    source: str = Field(default=MnistConfig.source, description="auto | download | idx_dir | sample")
+    source: Source = Field(default=MnistConfig.source, description="auto (an IDX folder, the download cache, a "
+                           "download, else the offline sample), download, idx_dir or sample (5,000 real digits)")
     idx_dir: str | None = Field(default=MnistConfig.idx_dir, description="folder with the four IDX files")
-    sample_test_size: int = MnistConfig.sample_test_size
-    seed: int = MnistConfig.seed
+    sample_test_size: int = Field(default=MnistConfig.sample_test_size,
+                                  description="test digits split off the 5,000-digit sample")
+    seed: int = Field(default=MnistConfig.seed, description="seed of the sample split and of the subsets")
     train_limit: int | None = Field(default=None, description="keep a seeded random subset of this many training digits (quick runs)")
     test_limit: int | None = Field(default=None, description="the same for the test digits")
 
@@ -54,8 +56,9 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
         "test_size": len(test_labels),
         "counts_per_class": table_metadata(pd.DataFrame({"digit": range(10), "train": train_counts,
                                                          "test": test_counts})),
-        **figure_metadata(context, plots.digit_examples(train_images, train_labels), "examples"),
+        **figure_metadata(context, plots.digit_examples(train_images, train_labels), "digit_examples"),
     }
+    value["figures"] = figure_paths(metadata)
     return versioned_output(value, content_hash(provenance["sha256_combined"], provenance.get("subset")), metadata)
 
 
@@ -67,20 +70,22 @@ def shifted_mnist(context: dg.AssetExecutionContext, mnist: dict) -> dg.Output[d
     example = torch.stack([images[k * source_count] for k in range(len(SHIFTS))])
     figure = plots.image_grid(example, titles=[f"dy={dy:+d} dx={dx:+d}" for dy, dx in SHIFTS], columns=3, cell=1.2,
                               suptitle="one digit, 9 shifted versions")
-    value = {"images": images, "labels": labels, "shift_index": shift_index, "shifts": list(SHIFTS)}
+    metadata = figure_metadata(context, figure, "nine_shifts")
+    value = {"images": images, "labels": labels, "shift_index": shift_index, "shifts": list(SHIFTS),
+             "source_count": source_count, "figures": figure_paths(metadata)}
     return dg.Output(value, metadata={
         "source_count": source_count,
         "expanded_count": len(labels),
         "factor": len(labels) / source_count,
-        **figure_metadata(context, figure, "nine_shifts"),
+        **metadata,
     })
 
 
 class InfiniteMnistSettings(dg.Config):
     """The deformed-digit stream (defaults: conv_core.infinite.InfiniteMnist)."""
 
-    mode: str = Field(default="infimnist", description="infimnist (tangent-vector deformations) | elastic (Simard)")
-    seed: int = 0
+    mode: Mode = Field(default="infimnist", description="infimnist (tangent-vector deformations) or elastic (Simard)")
+    seed: int = Field(default=0, description="seed of the deformation fields")
     statistics_count: int = Field(default=10000, description="deformed digits measured for the statistics")
 
 
@@ -114,13 +119,14 @@ def infinite_mnist(context: dg.AssetExecutionContext, config: InfiniteMnistSetti
         "ink_ratio_p95": float(ink_ratio.quantile(0.95)),
     }
     spec = stream.spec()
+    metadata = figure_metadata(context, figure, "infinite_preview")
     return dg.Output({"spec": spec, "statistics": statistics, "preview": preview, "preview_indices": indices,
-                      "preview_labels": labels}, metadata={
+                      "preview_labels": labels, "figures": figure_paths(metadata)}, metadata={
         "mode": config.mode,
         "first_deformed_index": first,
         "index_scheme": spec["scheme"],
         "note": "infimnist-like, not bit-identical to the original (its 350 MB data files are not available)",
         "spec": dg.MetadataValue.json(spec),
         **statistics,
-        **figure_metadata(context, figure, "preview"),
+        **metadata,
     })

@@ -1,7 +1,9 @@
 """[figures] What the trained seed CNN looks like from the inside.
 
-Every asset here explains the seed CNN trained on plain digits, and logs its
-figures to that model's MLflow run as well as to Dagster metadata.
+Every asset here explains one training partition, the seed CNN on plain
+digits with the first seed (`conv_core.experiments.EXPLAINED`), and logs its
+figures to that run in MLflow as well as to Dagster metadata. Each value
+names the partition and run it explains and the PNG files it made.
 """
 
 import copy
@@ -20,28 +22,28 @@ from conv_core.segment import (
     placement_hits, sliding_costs, sliding_window_logits,
 )
 from assets.training import load_trained
-from pipelines.figures import figure_metadata
-from pipelines.partitions import training_key
-from pipelines.tracking import MlflowTracking
+from conv_core.experiments import EXPLAINED
+from pipelines.resources.figures import figure_paths, publish_figures
+from pipelines.resources.partitions import by_partition
+from pipelines.resources.tracking import MlflowTracking
 
 GROUP = "figures"
-SEED_CNN = str(training_key("seed_cnn"))
-SEED_CNN_INPUT = {"trained_model": dg.AssetIn(partition_mapping=dg.SpecificPartitionsPartitionMapping([SEED_CNN]))}
+EXPLAINED_INPUT = {"trained_model": by_partition((EXPLAINED,))}
 
 
 def _explained(trained_model: dict, mlflow_tracking: MlflowTracking):
-    """The seed CNN and its MLflow run."""
-    value = trained_model[SEED_CNN]
+    """The explained seed CNN, its MLflow run and its run id."""
+    value = trained_model[EXPLAINED.key]
     return load_trained(value), mlflow_tracking.run(value["mlflow_run_id"]), value["mlflow_run_id"]
 
 
 def _publish(context, run, figures: dict, folder: str) -> dict:
     """Each figure to the model's MLflow run and to Dagster metadata (file + thumbnail)."""
-    metadata = {}
-    for name, figure in figures.items():
-        run.log_figure(figure, f"{folder}/{name}.png")
-        metadata.update(figure_metadata(context, figure, name))
-    return metadata
+    return publish_figures(context, figures, run, folder)
+
+
+def _explains(run_id: str) -> dict:
+    return {"explains": EXPLAINED.key, "mlflow_run_id": run_id}
 
 
 def first_of_class(labels: torch.Tensor, digit: int) -> int:
@@ -52,7 +54,7 @@ def first_of_class(labels: torch.Tensor, digit: int) -> int:
     return int(matches[0])
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="The first-layer (9 of 5x5) and second-layer (16 x 9 of 5x5) filters of the trained seed CNN.")
 def filter_figures(context: dg.AssetExecutionContext, trained_model: dict,
                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
@@ -62,15 +64,16 @@ def filter_figures(context: dg.AssetExecutionContext, trained_model: dict,
         "layer2_filters": plots.conv_filters(model.conv2.weight, "seed CNN layer 2: 16 filters (rows) x 9 input channels"),
     }
     metadata = _publish(context, run, figures, "filters")
-    return dg.Output({"layer1": model.conv1.weight.detach().clone(), "layer2": model.conv2.weight.detach().clone()},
-                     metadata={"mlflow_run_id": run_id, **metadata})
+    return dg.Output({"layer1": model.conv1.weight.detach().clone(), "layer2": model.conv2.weight.detach().clone(),
+                      "figures": figure_paths(metadata), **_explains(run_id)},
+                     metadata={"explains": EXPLAINED.key, "mlflow_run_id": run_id, **metadata})
 
 
 class GradientSettings(dg.Config):
     digit: int = Field(default=8, description="the class of the example (the lecture uses an 8); its first test digit")
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="Gradients to the input: dh1/dx is the filter; the most active layer-2 unit's gradient, deconvnet and guided backprop.")
 def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings, trained_model: dict, mnist: dict,
                     mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
@@ -88,7 +91,8 @@ def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings,
     metadata = _publish(context, run, figures, "gradients")
     run.log_metrics({"dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"]})
     return dg.Output({"test_index": index, "layer1": layer1, "unit": (channel, y, x), "unit_value": value,
-                      "projections": projections}, metadata={
+                      "projections": projections, "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
+        "explains": EXPLAINED.key,
         "test_index": index,
         "dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"],
         "layer2_unit": f"channel {channel} at ({y}, {x})",
@@ -98,7 +102,7 @@ def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings,
     })
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="Zeiler and Fergus: for every layer-2 channel, the 9 test images that drive it most and their deconvnet projections.")
 def top_activations(context: dg.AssetExecutionContext, trained_model: dict, mnist: dict,
                     mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
@@ -106,7 +110,11 @@ def top_activations(context: dg.AssetExecutionContext, trained_model: dict, mnis
     top = find_top_activations(model, mnist["test_images"], "relu2", k=9)
     metadata = _publish(context, run, {"top_activations": plots_inside.top_activations_figure(mnist["test_images"], top)},
                         "top_activations")
-    return dg.Output({"indices": top.indices, "values": top.values, "positions": top.positions}, metadata={
+    return dg.Output({"indices": top.indices, "values": top.values, "positions": top.positions,
+                      "channels": int(top.indices.shape[0]), "images_per_channel": int(top.indices.shape[1]),
+                      "strongest_activation": float(top.values.max()),
+                      "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
+        "explains": EXPLAINED.key,
         "channels": int(top.indices.shape[0]),
         "images_per_channel": int(top.indices.shape[1]),
         "strongest_activation": float(top.values.max()),
@@ -124,7 +132,7 @@ class HallucinationSettings(dg.Config):
 HALLUCINATION_LAYERS = ("relu1", "pool1", "relu2", "pool2", "fc1")
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="Hallucinations: gradient ascent on 1/2 ||h||^2 of each layer, from digits and from noise; one image per class.")
 def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSettings, trained_model: dict, mnist: dict,
                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
@@ -144,7 +152,8 @@ def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSetti
     run.log_metrics({"hallucination_smallest_norm_growth": smallest_growth})
     return dg.Output({"norms": norms, "class_records": class_records,
                       "images": {layer: images for layer, (images, _) in results.items()},
-                      "class_images": class_images}, metadata={
+                      "class_images": class_images, "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
+        "explains": EXPLAINED.key,
         "norms": dg.MetadataValue.json(norms),
         "smallest_norm_growth": smallest_growth,
         "class_probabilities": dg.MetadataValue.json({r["digit"]: round(r["probability"], 3) for r in class_records}),
@@ -170,7 +179,7 @@ def _best_of(function, repeats: int = 3) -> tuple[float, object]:
     return best, result
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=SEED_CNN_INPUT,
+@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="The classifier slid over a canvas as a fully convolutional net: class map, and cost against explicit windows.")
 def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSettings, trained_model: dict, mnist: dict,
                          mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
@@ -207,12 +216,16 @@ def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSetti
         "wall_time_speedup": explicit_seconds / fcn_seconds,
         **{f"fcn_vs_explicit_{k}": v for k, v in agreement.items()},
     }
+    background_rule = (f"a window is background when its top softmax probability is below {config.threshold} "
+                       "(a threshold, not a trained background class)")
     run.log_metrics({"sliding_multiply_add_ratio": costs["ratio"], "sliding_wall_time_speedup": summary["wall_time_speedup"]})
     return dg.Output({"canvas": canvas, "placements": [p._asdict() for p in placements],
-                      "predicted": result.predicted, "confidence": result.confidence, **summary}, metadata={
+                      "predicted": result.predicted, "confidence": result.confidence, **summary,
+                      "background_rule": background_rule, "figures": figure_paths(metadata), **_explains(run_id)},
+                     metadata={
         **summary,
-        "background_rule": f"a window is background when its top softmax probability is below {config.threshold} "
-                           "(a threshold, not a trained background class)",
+        "explains": EXPLAINED.key,
+        "background_rule": background_rule,
         "mlflow_run_id": run_id,
         **metadata,
     })

@@ -1,4 +1,4 @@
-"""[training] One trained model per (model, data variant) partition, each an MLflow run."""
+"""[training] One trained model per experiment partition (model x data variant x seed), each an MLflow run."""
 
 from pathlib import Path
 
@@ -15,14 +15,16 @@ from conv_core.evaluate import evaluate
 from conv_core.export import portable_model
 from conv_core.infinite import InfiniteMnist
 from conv_core.models import build_model
-from conv_core.train import TrainConfig, resolve_bf16, train
-from pipelines.compute import Compute
-from pipelines.figures import figure_metadata
-from pipelines.metadata import table_metadata
-from pipelines.partitions import training_partitions
-from pipelines.paths import storage_dir
-from pipelines.tracking import DAGSTER_RUN_TAG, MlflowTracking
-from pipelines.versions import content_hash, git_commit, library_versions, versioned_output
+from conv_core.experiments import Experiment
+from conv_core.infinite import Mode
+from conv_core.train import PRECISIONS, Precision, TrainConfig, resolve_bf16, train
+from pipelines.resources.compute import Compute
+from pipelines.resources.figures import figure_paths, publish_figures
+from pipelines.resources.metadata import table_metadata
+from pipelines.resources.partitions import experiment_of, training_partitions
+from pipelines.resources.paths import storage_dir
+from pipelines.resources.tracking import MlflowTracking
+from pipelines.resources.versions import content_hash, git_commit, library_versions, versioned_output
 
 GROUP = "training"
 
@@ -36,29 +38,25 @@ GPU_OP_TAGS = {
 
 
 class TrainSettings(dg.Config):
-    """Training hyperparameters (defaults: conv_core.train.TrainConfig). Model and data
-    variant come from the partition, the device from the compute resource."""
+    """Training hyperparameters (defaults: conv_core.train.TrainConfig). Model, data
+    variant and seed come from the partition, the device from the compute resource."""
 
-    epochs: int = TrainConfig.epochs
-    batch_size: int = TrainConfig.batch_size
-    lr: float = TrainConfig.lr
-    weight_decay: float = TrainConfig.weight_decay
-    seed: int = TrainConfig.seed
-    label_smoothing: float = TrainConfig.label_smoothing
-    infinite_mode: str = Field(default="infimnist", description="deformations of the infinite variant: infimnist | elastic")
-    precision: str = Field(default="auto", description="auto (bf16 autocast where the device has bf16 units, "
-                                                       "else fp32) | bf16 | fp32")
-
-
-PRECISIONS = {"auto": None, "bf16": True, "fp32": False}  # -> TrainConfig.bf16
+    epochs: int = Field(default=TrainConfig.epochs, description="passes over the training digits")
+    batch_size: int = Field(default=TrainConfig.batch_size, description="digits per optimiser step")
+    lr: float = Field(default=TrainConfig.lr, description="peak learning rate of the one-cycle schedule (Adam)")
+    weight_decay: float = Field(default=TrainConfig.weight_decay, description="Adam's L2 penalty")
+    label_smoothing: float = Field(default=TrainConfig.label_smoothing,
+                                   description="share of each target spread over the other classes")
+    infinite_mode: Mode = Field(default="infimnist", description="deformations of the infinite variant: "
+                                "infimnist (tangent vectors and fields) or elastic (Simard)")
+    precision: Precision = Field(default="auto", description="auto (bf16 autocast where the device has bf16 "
+                                 "units, else fp32), bf16 or fp32")
 
 
-def _train_config(settings: TrainSettings, model: str, variant: str, device: torch.device) -> TrainConfig:
-    if settings.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+def _train_config(settings: TrainSettings, experiment: Experiment, device: torch.device) -> TrainConfig:
     hyperparameters = settings.model_dump(exclude={"infinite_mode", "precision"})
-    return TrainConfig(model=model, shift_augment=variant == "shifted", device=device.type,
-                       bf16=PRECISIONS[settings.precision], **hyperparameters)
+    return TrainConfig(model=experiment.model, seed=experiment.seed, shift_augment=experiment.variant == "shifted",
+                       device=device.type, bf16=PRECISIONS[settings.precision], **hyperparameters)
 
 
 def _epoch_data(variant: str, mnist: dict, mode: str):
@@ -93,91 +91,87 @@ def model_guards(state_dict: dict, accuracy: float) -> list[dg.AssetCheckResult]
     ]
 
 
+def _training_figures(result, experiment: Experiment) -> dict:
+    title = experiment.run_name
+    figures = {"training_curves": plots.training_curves([s.as_dict() for s in result.history], title)}
+    conv = _first_conv(result.model)
+    if conv is not None:
+        figures["first_layer_filters"] = plots.conv_filters(conv.weight, f"{title}: first-layer filters")
+    return figures
+
+
 @dg.asset(
     partitions_def=training_partitions,
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     check_specs=[dg.AssetCheckSpec("finite_weights", asset="trained_model", blocking=True,
                                    description="Every weight and bias is finite."),
                  dg.AssetCheckSpec("accuracy_floor", asset="trained_model", blocking=True,
                                    description=f"Test accuracy above {claims.ACCURACY_FLOOR} (chance is 0.1).")],
-    description="A model of the family trained on one data variant; one MLflow run per materialisation.",
+    description="One experiment of the lab (model x data variant x seed) trained; one MLflow run per materialisation.",
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnist: dict,
                   mlflow_tracking: MlflowTracking, compute: Compute):
-    keys = context.partition_key.keys_by_dimension
-    model_name, variant = keys["model"], keys["data"]
+    experiment = experiment_of(context)
     device = compute.torch_device()
-    train_config = _train_config(config, model_name, variant, device)
+    train_config = _train_config(config, experiment, device)
     provenance = mnist["provenance"]
     # The version a user sees change in the UI: every setting that shapes the
-    # weights, and the exact data (device excluded: CPU and GPU runs are peers).
+    # weights (seed included), and the exact data; not the device: CPU and GPU runs are peers.
     settings = {k: v for k, v in train_config.as_dict().items() if k != "device"}
-    if variant == "infinite":
+    if experiment.variant == "infinite":
         settings["infinite_mode"] = config.infinite_mode
     version = content_hash(settings, provenance["sha256_combined"], provenance.get("subset"))
-    checkpoint = storage_dir() / "checkpoints" / f"{model_name}__{variant}" / f"{version}.pt"
-    counts = count_parameters(model_name)
-    tags = {DAGSTER_RUN_TAG: context.run.run_id, "dagster.asset_key": context.asset_key.to_user_string(),
-            "dagster.partition": context.partition_key, "model": model_name, "data_variant": variant}
+    checkpoint = storage_dir() / "checkpoints" / experiment.key / f"{version}.pt"
+    counts = count_parameters(experiment.model)
+    params = {
+        "config": train_config.as_dict(), "model": experiment.model, "data_variant": experiment.variant,
+        "infinite_mode": config.infinite_mode if experiment.variant == "infinite" else "none",
+        "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
+        "data_is_5000_digit_sample": provenance.get("is_sample", False),
+        "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
+        "seed": experiment.seed, "device": str(device),
+        "precision": "bf16" if resolve_bf16(train_config, device) else "fp32", "weights": counts.weights,
+        "parameters": counts.parameters, "versions": library_versions(),
+        "git_commit": git_commit() or "unknown", "config_hash": version,
+    }
 
-    with mlflow_tracking.start_run(run_name=f"{model_name}/{variant}", tags=tags) as run:
-        run.log_params({
-            "config": train_config.as_dict(), "model": model_name, "data_variant": variant,
-            "infinite_mode": config.infinite_mode if variant == "infinite" else "none",
-            "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
-            "data_is_5000_digit_sample": provenance.get("is_sample", False),
-            "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
-            "seed": train_config.seed, "device": str(device),
-            "precision": "bf16" if resolve_bf16(train_config, device) else "fp32", "weights": counts.weights,
-            "parameters": counts.parameters, "versions": library_versions(),
-            "git_commit": git_commit() or "unknown", "config_hash": version,
-        })
-
-        logged_epochs = set()
-
-        def log_epoch(stats, _model=None):
-            run.log_metrics({k: v for k, v in stats.as_dict().items() if k != "epoch"}, step=stats.epoch)
-            logged_epochs.add(stats.epoch)
-
+    with mlflow_tracking.training_run(experiment, context.run.run_id, params) as run:
         # A checkpoint is left only by an interrupted materialisation of this
         # exact version: continue it rather than start over.
         result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["test_images"],
-                       mnist["test_labels"], on_epoch=log_epoch, checkpoint_path=checkpoint, resume=True,
-                       log=context.log.info, epoch_data=_epoch_data(variant, mnist, config.infinite_mode))
-        for stats in result.history:  # epochs done before a resume belong to this run too
-            if stats.epoch not in logged_epochs:
-                log_epoch(stats)
-        evaluation = evaluate(result.model, mnist["test_images"], mnist["test_labels"])
-        history = [stats.as_dict() for stats in result.history]
-        run.log_metrics({"test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss,
+                       mnist["test_labels"], on_epoch=run.epoch_logger(), checkpoint_path=checkpoint, resume=True,
+                       log=context.log.info, epoch_data=_epoch_data(experiment.variant, mnist, config.infinite_mode))
+        run.log_history(result.history)
+        # The last epoch's evaluation is of the final weights: the test accuracy, measured once.
+        accuracy = result.history[-1].test_accuracy
+        run.log_metrics({"test_accuracy": accuracy, "test_loss": result.history[-1].test_loss,
                          "training_seconds": result.seconds}, step=train_config.epochs)
-
-        figures = {"training_curves": plots.training_curves(history, f"{model_name} / {variant}"),
-                   "confusion_matrix": plots.confusion_matrix(evaluation.confusion, f"{model_name} / {variant}")}
-        conv = _first_conv(result.model)
-        if conv is not None:
-            figures["first_layer_filters"] = plots.conv_filters(conv.weight, f"{model_name}: first-layer filters")
-        metadata = {}
-        for name, figure in figures.items():
-            run.log_figure(figure, f"figures/{name}.png")
-            metadata.update(figure_metadata(context, figure, name))
+        figures = _training_figures(result, experiment)
+        metadata = publish_figures(context, figures, run, "figures")
         example = (mnist["test_images"][:4].float() / 255).unsqueeze(1).numpy()
         model_uri = run.log_model(portable_model(result.model), input_example=example)
     checkpoint.unlink(missing_ok=True)  # finished and recorded: nothing left to resume
 
+    history = [stats.as_dict() for stats in result.history]
     value = {
-        "model": model_name, "data_variant": variant, "state_dict": result.model.state_dict(),
-        "config": train_config.as_dict(), "history": history, "test_accuracy": evaluation.accuracy,
-        "training_seconds": result.seconds, "device": result.device, "precision": result.precision,
-        "mlflow_run_id": run.run_id,
-        "mlflow_model_uri": model_uri, "data_sha256": provenance["sha256_combined"], "version": version,
+        "partition": experiment.key, "model": experiment.model, "data_variant": experiment.variant,
+        "seed": experiment.seed, "state_dict": result.model.state_dict(), "config": train_config.as_dict(),
+        "history": history, "test_accuracy": accuracy, "training_seconds": result.seconds,
+        "weights": counts.weights, "device": result.device, "precision": result.precision,
+        "mlflow_run_id": run.run_id, "mlflow_run_name": experiment.run_name, "mlflow_model_uri": model_uri,
+        "data_sha256": provenance["sha256_combined"], "version": version,
+        "figures": figure_paths(metadata),
     }
-    context.log.info(f"{model_name}/{variant}: test accuracy {evaluation.accuracy:.4f} in {result.seconds:.1f} s")
+    context.log.info(f"{experiment.run_name}: test accuracy {accuracy:.4f} in {result.seconds:.1f} s")
     yield versioned_output(value, version, metadata={
-        "test_accuracy": evaluation.accuracy,
+        "experiment": experiment.key,
+        "model": experiment.model,
+        "data_variant": experiment.variant,
+        "seed": experiment.seed,
+        "test_accuracy": accuracy,
         "final_train_loss": history[-1]["train_loss"],
         "epochs": train_config.epochs,
         "training_seconds": round(result.seconds, 2),
@@ -187,11 +181,12 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "precision": result.precision,
         "config_hash": version,
         "mlflow_run_id": run.run_id,
+        "mlflow_run_name": experiment.run_name,
         "mlflow_run": dg.MetadataValue.url(run.url),
         "mlflow_model_uri": model_uri,
         **metadata,
     })
-    yield from model_guards(value["state_dict"], evaluation.accuracy)
+    yield from model_guards(value["state_dict"], accuracy)
 
 
 class EvaluationSettings(dg.Config):
@@ -210,10 +205,10 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
                      mnist: dict, mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
     model = load_trained(trained_model)
     evaluation = evaluate(model, mnist["test_images"], mnist["test_labels"])
-    title = f"{trained_model['model']} / {trained_model['data_variant']}: accuracy {evaluation.accuracy:.2%}"
+    title = f"{trained_model['mlflow_run_name']}: accuracy {evaluation.accuracy:.2%}"
     per_class = table_metadata(pd.DataFrame({"digit": range(10), "accuracy": evaluation.per_class_accuracy}).round(4))
-    value = {**evaluation.as_dict(), "model": trained_model["model"], "data_variant": trained_model["data_variant"],
-             "mlflow_run_id": trained_model["mlflow_run_id"]}
+    value = {**evaluation.as_dict(), **{k: trained_model[k] for k in ("partition", "model", "data_variant", "seed",
+                                                                        "mlflow_run_id")}}
     metadata = {}
     if config.heldout_idx_dir:
         heldout = evaluate(model, *load_test_split(config.heldout_idx_dir))
@@ -222,12 +217,15 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
                     "heldout_idx_dir": str(Path(config.heldout_idx_dir).resolve())}
         mlflow_tracking.run(trained_model["mlflow_run_id"]).log_metrics(
             {"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
+    metadata.update(publish_figures(context, {"confusion_matrix": plots.confusion_matrix(evaluation.confusion, title)}))
+    value["figures"] = figure_paths(metadata)
     return dg.Output(value, metadata={
+        "experiment": trained_model["partition"],
+        "seed": trained_model["seed"],
         "test_accuracy": evaluation.accuracy,
         "test_loss": evaluation.loss,
         "test_count": evaluation.count,
         "per_class_accuracy": per_class,
         "mlflow_run_id": trained_model["mlflow_run_id"],
         **metadata,
-        **figure_metadata(context, plots.confusion_matrix(evaluation.confusion, title), "confusion_matrix"),
     })

@@ -1,17 +1,20 @@
 """The lecture's claims, each checked against this run's measurements.
 
-Every function takes plain values (numbers, lists, dicts, DataFrames) that
-the pipeline produced and returns a `Claim`: what the lecture says, what was
-measured, the tolerance, and whether it holds. Dagster asset checks and the
-report both call these, so a claim is decided in one place.
+The functions near the top take plain numbers and return a `Claim`: what the
+lecture says, what was measured, the tolerance, and whether it holds. The
+registry at the bottom (`REGISTRY`) says, for every claim, which asset values
+decide it and how: Dagster's asset checks and the report's claims table are
+both generated from it, so a claim is written once.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable
 
-from conv_core.counting import ModelCount
+from conv_core import lecture
+from conv_core.counting import LayerCount, ModelCount
 
 # Test accuracy can drop this much with augmentation and still count as "not
 # lower": about one standard error on 1,000 test digits at 97%.
@@ -53,17 +56,19 @@ def _counts_claim(key: str, label: str, count: ModelCount, weights: list[int], s
 
 
 def seed_cnn_counts(count: ModelCount) -> Claim:
-    return _counts_claim("seed_cnn_counts", "CNN", count, [225, 3600, 7840], [784, 7056, 3136])
+    return _counts_claim("seed_cnn_counts", "CNN", count, list(lecture.WEIGHTS["seed_cnn"]),
+                         list(lecture.SIGNALS["seed_cnn"]))
 
 
 def mlp_counts(count: ModelCount) -> Claim:
-    return _counts_claim("mlp_counts", "MLP", count, [176400, 32400, 1440], [784, 225, 144])
+    return _counts_claim("mlp_counts", "MLP", count, list(lecture.WEIGHTS["mlp"]), list(lecture.SIGNALS["mlp"]))
 
 
 def more_signals_fewer_weights(cnn: ModelCount, mlp: ModelCount) -> Claim:
     return _claim("more_signals_fewer_weights", "Convolutional vs. non-convolutional",
                   "The convolutional network has more signals but fewer parameters",
-                  "signals 10976 > 1153; weights 11665 < 210240",
+                  f"signals {sum(lecture.SIGNALS['seed_cnn'])} > {sum(lecture.SIGNALS['mlp'])}; "
+                  f"weights {sum(lecture.WEIGHTS['seed_cnn'])} < {sum(lecture.WEIGHTS['mlp'])}",
                   f"signals {sum(cnn.signals)} vs {sum(mlp.signals)}; weights {cnn.weights} vs {mlp.weights}",
                   "strict inequality", sum(cnn.signals) > sum(mlp.signals) and cnn.weights < mlp.weights)
 
@@ -71,20 +76,27 @@ def more_signals_fewer_weights(cnn: ModelCount, mlp: ModelCount) -> Claim:
 def local_connectivity(dense: int, local: int, shared: int) -> Claim:
     return _claim("local_connectivity_and_sharing", "Local connectivity / Parameter sharing",
                   "5 inputs to 5 outputs: 25 weights dense, 13 with local connectivity, 3 with sharing",
-                  "25 -> 13 -> 3", f"{dense} -> {local} -> {shared}", "exact", (dense, local, shared) == (25, 13, 3))
+                  _connectivity_text(lecture.CONNECTIVITY_1D), f"{dense} -> {local} -> {shared}", "exact",
+                  (dense, local, shared) == tuple(lecture.CONNECTIVITY_1D[k] for k in ("dense", "local", "shared")))
+
+
+def _connectivity_text(numbers: dict) -> str:
+    return f"{numbers['dense']} -> {numbers['local']} -> {numbers['shared']}"
 
 
 def nine_times_the_data(source_count: int, expanded_count: int) -> Claim:
     factor = expanded_count / source_count if source_count else float("nan")
     return _claim("nine_times_the_data", "Regularization by data augmentation",
-                  "Cropping just 2 pixels gets you 9 times the data", "9x",
-                  f"{source_count} -> {expanded_count} ({factor:g}x)", "exact", expanded_count == 9 * source_count > 0)
+                  "Cropping just 2 pixels gets you 9 times the data", f"{lecture.AUGMENTATION_FACTOR}x",
+                  f"{source_count} -> {expanded_count} ({factor:g}x)", "exact",
+                  expanded_count == lecture.AUGMENTATION_FACTOR * source_count > 0)
 
 
 def triplet_pixel_order(pixel_ratio: float) -> Claim:
     return _claim("triplet_pixels_nine_closer", "Good representation?",
                   "In pixel space, 9-4 is closer: d(9A,4A) / d(4A,4B) < 1",
-                  "0.79 (Caffe notebooks' triplet)", f"{pixel_ratio:.3f}", "< 1", pixel_ratio < 1)
+                  f"{lecture.TRIPLET_RATIOS['pixels']} (Caffe notebooks' triplet)", f"{pixel_ratio:.3f}", "< 1",
+                  pixel_ratio < 1)
 
 
 def triplet_feature_order(layer_ratios: dict[str, float]) -> Claim:
@@ -93,7 +105,8 @@ def triplet_feature_order(layer_ratios: dict[str, float]) -> Claim:
     shown = ", ".join(f"{layer} {ratio:.2f}" for layer, ratio in layer_ratios.items())
     return _claim("triplet_features_fours_closer", "Good representation?",
                   "In feature space, 4-4 is closer: d(9A,4A) / d(4A,4B) > 1 at the CNN's output",
-                  "3.20 at the logits (flips at conv2)", shown, "> 1 at the logits", logits > 1)
+                  f"{lecture.TRIPLET_RATIOS['logits']:.2f} at the logits (flips at conv2)", shown, "> 1 at the logits",
+                  logits > 1)
 
 
 def aggregate_feature_order(pixel_rate: float, feature_rate: float, layer: str) -> Claim:
@@ -120,11 +133,12 @@ def fcn_equals_classifier(max_abs_difference: float) -> Claim:
 
 def cnn_beats_mlp(cnn_accuracy: float, mlp_accuracy: float, cnn_weights: int, mlp_weights: int) -> Claim:
     ratio = mlp_weights / cnn_weights
+    cnn, mlp = sum(lecture.WEIGHTS["seed_cnn"]), sum(lecture.WEIGHTS["mlp"])
     return _claim("cnn_beats_mlp_with_fewer_weights", "Convolutional vs. non-convolutional",
-                  "The CNN beats the MLP's test accuracy with about 18 times fewer weights",
-                  "fewer weights (210240 / 11665 = 18.0x), better accuracy",
+                  f"The CNN beats the MLP's test accuracy with about {lecture.WEIGHT_RATIO} times fewer weights",
+                  f"fewer weights ({mlp} / {cnn} = {mlp / cnn:.1f}x), better accuracy",
                   f"CNN {cnn_accuracy:.4f} vs MLP {mlp_accuracy:.4f}; {ratio:.1f}x fewer weights",
-                  "CNN accuracy > MLP accuracy", cnn_accuracy > mlp_accuracy and round(ratio) == 18)
+                  "CNN accuracy > MLP accuracy", cnn_accuracy > mlp_accuracy and round(ratio) == lecture.WEIGHT_RATIO)
 
 
 def augmentation_keeps_accuracy(plain: float, augmented: dict[str, float]) -> Claim:
@@ -142,3 +156,127 @@ def hallucination_grows(norms: list[dict]) -> Claim:
                   "Stepping the input along d||h||^2/dx = 2 h^T dh/dx increases ||h||^2", "grows",
                   f"||h|| grew {min(growth):.2f}x to {max(growth):.2f}x over {len(growth)} (layer, start) pairs",
                   "every growth > 1", bool(growth) and min(growth) > 1)
+
+
+
+# --------------------------------------------------------------------------- claims from asset values
+#
+# Each decider takes the values of the assets it names (the `parameter_counts`
+# dict, the `run_comparison` dict, ...) as keyword arguments.
+
+
+def model_count(parameter_counts: dict, model: str) -> ModelCount:
+    """A ModelCount rebuilt from the `parameter_counts` value's layer records."""
+    layers = [LayerCount(r["layer"], r["kind"], int(r["weights"]), int(r["biases"]), int(r["input_signal"]),
+                         int(r["output_signal"]), tuple(int(v) for v in str(r["output_shape"]).split("x")))
+              for r in parameter_counts["layers"] if r["model"] == model]
+    return ModelCount(model, layers)
+
+
+def _seed_cnn_layers(representation_distances: dict) -> dict[str, dict]:
+    return {r["layer"]: r for r in representation_distances["table"] if r["model"] == "seed_cnn"}
+
+
+def _last_hidden(layers: dict) -> str:
+    return [layer for layer in layers if layer not in ("pixels", "logits")][-1]
+
+
+def _mean_accuracy(run_comparison: dict, model: str, variant: str = "plain") -> float | None:
+    rows = [r for r in run_comparison["accuracy_by_variant"] if r["model"] == model and r["data_variant"] == variant]
+    return float(rows[0]["accuracy_mean"]) if rows else None
+
+
+def _lecture_connectivity(parameter_counts: dict) -> Claim:
+    row = next(r for r in parameter_counts["connectivity"] if r["example"].startswith("lecture 1-D"))
+    return local_connectivity(row["dense"], row["local"], row["shared"])
+
+
+def _cnn_beats_mlp(run_comparison: dict) -> Claim:
+    cnn, mlp = _mean_accuracy(run_comparison, "seed_cnn"), _mean_accuracy(run_comparison, "mlp")
+    weights = {r["model"]: int(r["weights"]) for r in run_comparison["runs"]}
+    if cnn is None or mlp is None:
+        claim = cnn_beats_mlp(float("nan"), float("nan"), sum(lecture.WEIGHTS["seed_cnn"]), sum(lecture.WEIGHTS["mlp"]))
+        return replace(claim, measured_value="seed_cnn or mlp has no plain run", passed=False)
+    return cnn_beats_mlp(cnn, mlp, weights["seed_cnn"], weights["mlp"])
+
+
+def _augmentation(run_comparison: dict) -> Claim:
+    plain = _mean_accuracy(run_comparison, "seed_cnn")
+    augmented = {v: _mean_accuracy(run_comparison, "seed_cnn", v) for v in ("shifted", "infinite")}
+    augmented = {v: a for v, a in augmented.items() if a is not None}
+    if plain is None or not augmented:
+        claim = augmentation_keeps_accuracy(float("nan"), {})
+        return replace(claim, measured_value="seed_cnn lacks a plain or an augmented run", passed=False)
+    return augmentation_keeps_accuracy(plain, augmented)
+
+
+def _aggregate(representation_distances: dict) -> Claim:
+    layers = _seed_cnn_layers(representation_distances)
+    hidden = _last_hidden(layers)
+    return aggregate_feature_order(float(layers["pixels"]["triplet_order_rate_4_9"]),
+                                   float(layers[hidden]["triplet_order_rate_4_9"]), hidden)
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """Where a claim is checked (`asset`), what it reads (`inputs`, asset names) and how it is decided."""
+
+    key: str
+    asset: str
+    inputs: tuple[str, ...]
+    description: str
+    decide: Callable[..., Claim]
+
+    def __call__(self, values: dict[str, Any]) -> Claim:
+        return self.decide(**{name: values[name] for name in self.inputs})
+
+
+# In the lecture's order: the report lists them so.
+REGISTRY: tuple[ClaimSpec, ...] = (
+    ClaimSpec("local_connectivity_and_sharing", "parameter_counts", ("parameter_counts",),
+              "1-D, 5 inputs and 5 outputs: 25 dense -> 13 local -> 3 shared weights.", _lecture_connectivity),
+    ClaimSpec("seed_cnn_counts", "parameter_counts", ("parameter_counts",),
+              "Seed CNN: 225 + 3600 + 7840 = 11665 weights; signals 784, 7056, 3136.",
+              lambda parameter_counts: seed_cnn_counts(model_count(parameter_counts, "seed_cnn"))),
+    ClaimSpec("mlp_counts", "parameter_counts", ("parameter_counts",),
+              "MLP: 176400 + 32400 + 1440 = 210240 weights; signals 784, 225, 144.",
+              lambda parameter_counts: mlp_counts(model_count(parameter_counts, "mlp"))),
+    ClaimSpec("more_signals_fewer_weights", "parameter_counts", ("parameter_counts",),
+              "The CNN has more signals but fewer weights than the MLP.",
+              lambda parameter_counts: more_signals_fewer_weights(model_count(parameter_counts, "seed_cnn"),
+                                                                  model_count(parameter_counts, "mlp"))),
+    ClaimSpec("cnn_beats_mlp_with_fewer_weights", "run_comparison", ("run_comparison",),
+              "The CNN beats the MLP's test accuracy with about 18 times fewer weights.", _cnn_beats_mlp),
+    ClaimSpec("triplet_pixels_nine_closer", "representation_distances", ("representation_distances",),
+              "In pixel space the 9 is closer to a 4 than the other 4 is.",
+              lambda representation_distances: triplet_pixel_order(
+                  float(_seed_cnn_layers(representation_distances)["pixels"]["ratio"]))),
+    ClaimSpec("triplet_features_fours_closer", "representation_distances", ("representation_distances",),
+              "In the CNN's feature space the two 4s are closer.",
+              lambda representation_distances: triplet_feature_order(
+                  {layer: float(r["ratio"]) for layer, r in _seed_cnn_layers(representation_distances).items()})),
+    ClaimSpec("aggregate_features_order_better", "representation_distances", ("representation_distances",),
+              "Over all 4s and 9s, same-class pairs are closer more often in the CNN's last hidden layer than in pixels.",
+              _aggregate),
+    ClaimSpec("nine_times_the_data", "shifted_mnist", ("shifted_mnist",),
+              "Cropping 2 pixels gives exactly 9 times the data.",
+              lambda shifted_mnist: nine_times_the_data(int(shifted_mnist["source_count"]),
+                                                        len(shifted_mnist["labels"]))),
+    ClaimSpec("augmentation_does_not_hurt", "run_comparison", ("run_comparison",),
+              "Shifted or infinite data does not lower the CNN's test accuracy at equal epochs.", _augmentation),
+    ClaimSpec("fcn_equals_classifier", "sliding_segmentation", ("sliding_segmentation",),
+              "The fully convolutional net equals the classifier on 28x28 inputs.",
+              lambda sliding_segmentation: fcn_equals_classifier(
+                  float(sliding_segmentation["fcn_vs_classifier_max_abs_difference"]))),
+    ClaimSpec("dh1_dx_is_the_filter", "input_gradients", ("input_gradients",),
+              "dh1/dx equals the layer-1 filter (max |difference| < 1e-6).",
+              lambda input_gradients: gradient_is_filter(float(input_gradients["layer1"]["max_abs_difference"]))),
+    ClaimSpec("hallucination_increases_norm", "hallucinations", ("hallucinations",),
+              "Gradient ascent on ||h||^2 increases ||h||^2, for every layer and start.",
+              lambda hallucinations: hallucination_grows(hallucinations["norms"])),
+)
+
+
+def decide_all(values: dict[str, Any]) -> list[Claim]:
+    """Every registered claim, decided from the asset values by name, in the lecture's order."""
+    return [spec(values) for spec in REGISTRY]

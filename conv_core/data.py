@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import numpy as np
 import torch
@@ -44,7 +44,8 @@ IMAGE_SIZE = 28
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
-SOURCES = ("auto", "download", "idx_dir", "sample")
+Source = Literal["auto", "download", "idx_dir", "sample"]
+SOURCES: tuple[str, ...] = get_args(Source)
 
 # the four files, by role; on disk each may also carry a .gz suffix
 IDX_FILES = {

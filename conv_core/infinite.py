@@ -55,6 +55,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,8 @@ import torch.nn.functional as F
 from conv_core import native
 from conv_core.augment import SHIFTS
 
-MODES = ("infimnist", "elastic")
+Mode = Literal["infimnist", "elastic"]
+MODES: tuple[str, ...] = get_args(Mode)
 IMAGE_SIZE = 28
 GENERATOR_VERSION = 1  # bump when any output byte changes
 

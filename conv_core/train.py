@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,10 @@ from conv_core.augment import random_crop_batch, shift_batch
 from conv_core.evaluate import evaluate
 from conv_core.models import build_model, pool_before_relu
 
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast where the device has bf16 units
+DEVICES: tuple[str, ...] = get_args(Device)
+PRECISIONS: dict[str, bool | None] = {"auto": None, "bf16": True, "fp32": False}  # -> TrainConfig.bf16
 CHECKPOINT_FORMAT = 1
 
 logger = logging.getLogger("conv_core.train")

@@ -1,21 +1,20 @@
-"""The one Definitions object: every asset, check, job, schedule, sensor and resource."""
+"""The one Definitions object: every asset, check, job, automation, sensor and resource."""
 
 import dagster as dg
 
 from assets import analysis, checks, data, figures, report, training
-from pipelines.compute import Compute
-from pipelines.io_manager import ConvlabIOManager
-from pipelines.jobs import full_pipeline, report_failed_runs, train_models, weekly_full_pipeline
-from pipelines.tracking import MlflowTracking
+from pipelines.jobs import full_pipeline, report_failed_runs, train_models, weekly_full_pipeline, weekly_rebuild_condition
+from pipelines.resources.compute import Compute
+from pipelines.resources.io_manager import ConvlabIOManager
+from pipelines.resources.tracking import MlflowTracking
 
 ASSET_MODULES = (data, training, analysis, figures, report, checks)
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    assets=dg.load_assets_from_modules(ASSET_MODULES, automation_condition=weekly_rebuild_condition()),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=[full_pipeline, train_models],
-    schedules=[weekly_full_pipeline],
-    sensors=[report_failed_runs],
+    sensors=[weekly_full_pipeline, report_failed_runs],
     resources={
         "io_manager": ConvlabIOManager(),
         "mlflow_tracking": MlflowTracking(),

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-from pipelines.paths import storage_dir
-
-
-def report_file() -> Path:
-    """Where the `lecture_report` asset writes its HTML page (the newest one; MLflow keeps every one)."""
-    return storage_dir() / "report" / "lecture_report.html"
+from pipelines.resources.paths import report_file
 
 
 def main() -> int:

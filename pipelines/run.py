@@ -13,9 +13,9 @@ import dagster as dg
 
 from assets.analysis import accuracy_by_variant
 from conv_core.models import MODEL_NAMES
-from pipelines.partitions import DATA_VARIANTS, training_key
-from pipelines.paths import ensure_dagster_home, storage_dir
-from pipelines.tracking import MlflowTracking
+from pipelines.resources.partitions import DATA_VARIANTS, training_key
+from pipelines.resources.paths import ensure_dagster_home, storage_dir
+from pipelines.resources.tracking import MlflowTracking
 
 DATA_ASSETS = ["mnist", "shifted_mnist", "infinite_mnist", "parameter_counts"]
 TRAINING_ASSETS = ["trained_model", "model_evaluation"]

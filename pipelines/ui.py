@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.paths import ensure_dagster_home
-from pipelines.tracking import MlflowTracking
+from pipelines.resources.paths import ensure_dagster_home
+from pipelines.resources.tracking import MlflowTracking
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

@@ -193,7 +193,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
 
 
 def test_make_ui_serves_both_uis_over_the_project_stores(convlab_home):
-    from pipelines.tracking import MlflowTracking
+    from pipelines.resources.tracking import MlflowTracking
     from pipelines.ui import commands, parse_args
 
     tracking = MlflowTracking()

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, subprocess_env
 from pipelines.definitions import defs
-from pipelines.partitions import DATA_VARIANTS, training_partitions
+from pipelines.resources.partitions import DATA_VARIANTS, training_partitions
 
 JOBS = ("full_pipeline", "train_models")
 # The graph of design.md section 2 as it stands; more assets may join.

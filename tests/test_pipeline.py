@@ -34,7 +34,7 @@ PROJECT_PACKAGES = ("conv_core", "assets", "pipelines")
 
 def _plan(defs: dg.Definitions):
     """(assets before training, partitioned assets, assets after training, partitions they need)."""
-    from pipelines.partitions import training_key
+    from pipelines.resources.partitions import training_key
 
     graph = defs.resolve_asset_graph()
     keys = set(graph.materializable_asset_keys)

@@ -15,19 +15,15 @@ import pytest
 from conv_core import claims as claim_functions
 from conv_core.counting import connectivity_counts, count_parameters
 from conv_core.models import MODEL_NAMES
-from conv_core.report import figure_png, lecture_report
+from conv_core.report import REPORT_FIGURES, figure_png, lecture_report, lecture_sections
 
 MLFLOW_UI = "http://127.0.0.1:5000"
-# Every figure the report shows, by the key the asset gives it ("asset/name", "asset/partition/name").
-FIGURE_KEYS = (
-    "mnist/examples", "parameter_counts/weights_vs_signals", "filter_figures/layer1_filters",
-    "filter_figures/layer2_filters", "trained_model/plain|seed_cnn/training_curves",
-    "model_evaluation/plain|seed_cnn/confusion_matrix", "representation_distances/triplet",
-    "representation_distances/triplet_ratios", "representation_distances/measures_by_layer",
-    "representation_distances/pca_maps", "run_comparison/accuracy_vs_weights", "shifted_mnist/nine_shifts",
-    "infinite_mnist/preview", "run_comparison/accuracy_by_variant", "sliding_segmentation/class_map",
-    "input_gradients/layer1_gradients_vs_filters", "input_gradients/layer2_unit_projections",
-    "top_activations/top_activations", "hallucinations/hallucinations", "hallucinations/class_hallucinations",
+# Every figure the report shows, by the plain name the caller passes it under (no asset or partition names).
+FIGURE_NAMES = (
+    "digit_examples", "weights_vs_signals", "layer1_filters", "layer2_filters", "training_curves",
+    "confusion_matrix", "triplet", "triplet_ratios", "measures_by_layer", "pca_maps", "accuracy_vs_weights",
+    "nine_shifts", "infinite_preview", "accuracy_by_variant", "class_map", "layer1_gradients_vs_filters",
+    "layer2_unit_projections", "top_activations", "hallucinations", "class_hallucinations",
 )
 SAMPLE_PROVENANCE = {
     "source": "sample", "is_sample": True,
@@ -50,8 +46,8 @@ def _png(label: str) -> bytes:
     return png
 
 
-def synthetic_report(provenance: dict | None = None) -> tuple[str, list, dict]:
-    """(html, claims, figures) from small made-up values shaped like the assets' outputs."""
+def synthetic_values() -> dict:
+    """Small made-up values shaped like the assets' outputs."""
     counts = [{"model": name, **{**layer.as_dict(), "output_shape": "x".join(map(str, layer.output_shape))}}
               for name in MODEL_NAMES for layer in count_parameters(name).layers]
     layers = {"seed_cnn": ["pixels", "conv1", "pool1", "conv2", "pool2", "logits"], "mlp": ["pixels", "fc1", "fc2", "logits"]}
@@ -60,12 +56,12 @@ def synthetic_report(provenance: dict | None = None) -> tuple[str, list, dict]:
          "knn1_accuracy": 0.9, "triplet_order_rate": 0.8, "triplet_order_rate_4_9": 0.6 + 0.05 * i,
          "within_between_ratio": 0.7, "silhouette": 0.1}
         for model, names in layers.items() for i, layer in enumerate(names)]
-    runs = [{"model": m, "data_variant": v, "seed": "0", "run_id": f"{m}{v}".ljust(32, "0")[:32], "test_accuracy": a,
-             "weights": count_parameters(m).weights, "epochs": "2", "training_seconds": 1.5,
-             "url": f"{MLFLOW_UI}/#/experiments/1/runs/{m}{v}"}
+    runs = [{"partition": f"{m}.{v}.s0", "model": m, "data_variant": v, "seed": "0",
+             "run_id": f"{m}{v}".ljust(32, "0")[:32], "test_accuracy": a, "weights": count_parameters(m).weights,
+             "epochs": "2", "training_seconds": 1.5, "url": f"{MLFLOW_UI}/#/experiments/1/runs/{m}{v}"}
             for m, v, a in (("seed_cnn", "plain", 0.95), ("mlp", "plain", 0.9), ("seed_cnn", "shifted", 0.96))]
     norms = [{"layer": layer, "start": "noise", "norm_before": 1.0, "norm_after": 2.0} for layer in ("relu1", "fc1")]
-    values = {
+    return {
         "parameter_counts": counts,
         "connectivity": [{"example": "lecture 1-D example", **connectivity_counts(5, 5, 1).as_dict()}],
         "representations": representations,
@@ -84,6 +80,12 @@ def synthetic_report(provenance: dict | None = None) -> tuple[str, list, dict]:
                     "fcn_seconds": 0.001, "explicit_seconds": 0.03, "wall_time_speedup": 30.0},
         "training": {"test accuracy": 0.95, "epochs": 2},
     }
+
+
+def synthetic_report(provenance: dict | None = None) -> tuple[str, list, dict]:
+    """(html, claims, figures) from `synthetic_values`, a figure for every name and a few claims (one failing)."""
+    values = synthetic_values()
+    norms = values["hallucinations"]["norms"]
     cnn, mlp = count_parameters("seed_cnn"), count_parameters("mlp")
     claims = [
         claim_functions.local_connectivity(25, 13, 3),
@@ -95,7 +97,7 @@ def synthetic_report(provenance: dict | None = None) -> tuple[str, list, dict]:
         claim_functions.nine_times_the_data(400, 3600),
         claim_functions.hallucination_grows(norms),
     ]
-    figures = {key: _png(key) for key in FIGURE_KEYS}
+    figures = {name: _png(name) for name in FIGURE_NAMES}
     html = lecture_report(values, figures, claims, provenance or SAMPLE_PROVENANCE, generated="2015-08-18 12:00 UTC",
                           subtitle="synthetic", mlflow_note="synthetic runs")
     return html, claims, figures
@@ -181,8 +183,6 @@ def test_full_mnist_is_not_called_a_sample():
 
 
 def test_a_missing_figure_is_named_not_dropped():
-    from conv_core.report import lecture_sections
-
     html_without = synthetic_report()[0]
     assert "Figure not available" not in html_without
     sections = lecture_sections(
@@ -190,6 +190,50 @@ def test_a_missing_figure_is_named_not_dropped():
                                "input_signal": 784, "output_signal": 10, "output_shape": "10"}]}, {})
     notes = [b for s in sections for b in s.blocks if type(b).__name__ == "Note" and "not available" in b.text]
     assert notes
+
+
+def _blocks(blocks) -> list:
+    """Every block, with those inside side-by-side rows taken out of their row."""
+    flat = []
+    for block in blocks:
+        flat += _blocks(block.blocks) if type(block).__name__ == "Row" else [block]
+    return flat
+
+
+def _missing_figures(figures: dict) -> list[str]:
+    """The figure names the lecture's sections report as not available, one per missing figure."""
+    notes = [b.text for s in lecture_sections(synthetic_values(), figures) for b in _blocks(s.blocks)
+             if type(b).__name__ == "Note" and b.text.startswith("Figure not available")]
+    return [re.fullmatch(r"Figure not available in this run: .* \((\w+)\)\.", text).group(1) for text in notes]
+
+
+def test_report_figures_are_exactly_the_figures_the_sections_show():
+    assert REPORT_FIGURES == tuple(dict.fromkeys(REPORT_FIGURES))  # no name twice
+    assert set(REPORT_FIGURES) == set(FIGURE_NAMES)
+    assert not any("/" in name or "|" in name for name in REPORT_FIGURES)  # no asset or partition keys
+    # Every name passed: none missing, and each shown once.
+    figures = {name: _png(name) for name in REPORT_FIGURES}
+    assert _missing_figures(figures) == []
+    images = [b for s in lecture_sections(synthetic_values(), figures) for b in _blocks(s.blocks)
+              if type(b).__name__ == "Image"]
+    assert sorted(image.png for image in images) == sorted(figures.values())
+    # None passed: every name is reported missing, once, and nothing else is looked up.
+    assert sorted(_missing_figures({})) == sorted(REPORT_FIGURES)
+
+
+def test_runs_table_names_each_run_by_its_partition(report):
+    html, _, _ = report
+    table = re.search(r'<table id="runs-table">(.*?)</table>', html, re.S).group(1)
+    assert ("<thead><tr><th>partition</th><th>model</th><th>data</th><th>seed</th><th>test accuracy</th>"
+            in table)
+    for run in synthetic_values()["runs"]:
+        row = re.search(rf"<tr><td>{re.escape(run['partition'])}</td>(.*?)</tr>", table, re.S)
+        assert row, run["partition"]
+        assert (f"<td>{run['model']}</td><td>{run['data_variant']}</td><td>{run['seed']}</td>"
+                f"<td>{run['test_accuracy']:.2%}</td>") in row.group(1)
+        assert f'<a href="{run["url"]}">{run["run_id"]}</a>' in row.group(1)
+    assert "newest finished run" not in html
+    assert "The training runs this report's numbers and figures come from" in html
 
 
 def test_all_claims_decides_every_claim_check_from_plain_values():

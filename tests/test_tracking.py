@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from conftest import TINY_MNIST, experiment_runs, tracking_client
-from pipelines.tracking import DAGSTER_RUN_TAG, MlflowTracking, flatten_params
+from pipelines.resources.tracking import DAGSTER_RUN_TAG, MlflowTracking, flatten_params
 
 
 def test_flatten_params_dots_nested_keys_and_stringifies_values():
@@ -61,7 +61,7 @@ def test_close_orphaned_runs_fails_only_the_dagster_runs_own(convlab_home):
 @pytest.mark.slow
 def test_failing_training_step_leaves_its_mlflow_run_failed_and_the_sensor_closes_orphans(convlab_home):
     from pipelines.definitions import defs
-    from pipelines.partitions import training_key
+    from pipelines.resources.partitions import training_key
 
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("full_pipeline")

@@ -44,3 +44,8 @@ def ensure_dagster_home() -> Path:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     return home
+
+
+def report_file() -> Path:
+    """Where the `lecture_report` asset writes its HTML page (the newest one; MLflow keeps every one)."""
+    return storage_dir() / "report" / "lecture_report.html"

@@ -14,7 +14,7 @@ import dagster as dg
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from pipelines.paths import storage_dir
+from pipelines.resources.paths import storage_dir
 
 THUMBNAIL_DPI = 40
 
@@ -22,7 +22,8 @@ THUMBNAIL_DPI = 40
 def figure_path(context: dg.AssetExecutionContext, name: str) -> Path:
     """Where a figure of this asset (and partition) lives, per Dagster run."""
     asset = "_".join(context.assets_def.key.path) if context.has_assets_def else context.op.name
-    partition = context.partition_key.replace("|", "__") if context.has_partition_key else "all"
+    partitioned = context.has_assets_def and context.assets_def.partitions_def is not None
+    partition = context.partition_key if partitioned else "all"
     return storage_dir() / "figures" / asset / partition / context.run.run_id[:8] / f"{name}.png"
 
 
@@ -42,3 +43,20 @@ def figure_metadata(context: dg.AssetExecutionContext, figure: Figure, name: str
     if close:
         plt.close(figure)
     return {name: dg.MetadataValue.path(str(path)), f"{name}_preview": dg.MetadataValue.md(preview)}
+
+
+def publish_figures(context: dg.AssetExecutionContext, figures: dict[str, Figure], run=None,
+                    folder: str | None = None) -> dict:
+    """Each figure as a PNG file with Dagster metadata, and to an MLflow run (as `<folder>/<name>.png`) if given."""
+    metadata = {}
+    for name, figure in figures.items():
+        if run is not None:
+            run.log_figure(figure, f"{folder}/{name}.png")
+        metadata.update(figure_metadata(context, figure, name))
+    return metadata
+
+
+def figure_paths(metadata: dict) -> dict[str, str]:
+    """{figure name: PNG path} from `figure_metadata` entries: what an asset's value hands downstream."""
+    return {name: value.path for name, value in metadata.items()
+            if isinstance(value, dg.PathMetadataValue) and str(value.path).endswith(".png")}

@@ -6,8 +6,12 @@ file can never run code. pandas DataFrames go to JSON in pandas' "table"
 layout, which keeps column types. Every write goes to a temporary name first
 and is renamed into place, so a crash never leaves a half file behind.
 
-A non-partitioned asset reading a partitioned one gets a dict from partition
-key to value.
+An input declared with `by_partition` (see `partitions.by_partition`) gets a
+dict from partition key to value, whatever partition the run carries: a
+non-partitioned asset that reads the seed CNN's partition in a run of the MLP's
+partition still gets {"seed_cnn.plain.s0": ...}. Every other input of a
+partitioned asset is the same partition's value. Partitions not in storage
+fail the step with one message naming all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from pipelines.paths import storage_dir
+from pipelines.resources.partitions import BY_PARTITION
+from pipelines.resources.paths import storage_dir
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -41,7 +46,7 @@ class ConvlabIOManager(dg.ConfigurableIOManager):
 
     def _path(self, asset_key: dg.AssetKey, partition: str | None, suffix: str) -> Path:
         folder = self._root().joinpath(*asset_key.path)
-        name = partition.replace("|", "__") if partition else "value"
+        name = partition or "value"
         return folder / f"{name}{suffix}"
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
@@ -56,21 +61,40 @@ class ConvlabIOManager(dg.ConfigurableIOManager):
             _atomic_write(path, lambda tmp: torch.save(obj, tmp))
         context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(path))})
 
-    def _load_one(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
+    def _stored(self, asset_key: dg.AssetKey, partition: str | None) -> Path | None:
         for suffix in (".pt", ".json"):
             path = self._path(asset_key, partition, suffix)
             if path.exists():
-                if suffix == ".json":
-                    return pd.read_json(path, orient="table")
-                return torch.load(path, weights_only=True)
-        raise FileNotFoundError(f"no stored value for {asset_key.to_user_string()}"
-                                f"{f' partition {partition}' if partition else ''} under {self._root()}: "
-                                "materialise it first")
+                return path
+        return None
+
+    def _load_one(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
+        path = self._stored(asset_key, partition)
+        if path is None:
+            raise _missing(asset_key, [partition] if partition else [], self._root())
+        if path.suffix == ".json":
+            return pd.read_json(path, orient="table")
+        return torch.load(path, weights_only=True)
 
     def load_input(self, context: dg.InputContext) -> Any:
         if not context.has_asset_partitions:
             return self._load_one(context.asset_key, None)
         keys = context.asset_partition_keys
-        if context.has_partition_key and len(keys) == 1:  # partition to same partition
-            return self._load_one(context.asset_key, keys[0])
+        if not context.definition_metadata.get(BY_PARTITION):
+            (key,) = keys  # the same partition as the consumer's
+            return self._load_one(context.asset_key, key)
+        missing = [key for key in keys if self._stored(context.asset_key, key) is None]
+        if missing:
+            raise _missing(context.asset_key, missing, self._root())
         return {key: self._load_one(context.asset_key, key) for key in keys}
+
+
+def _missing(asset_key: dg.AssetKey, partitions: list[str], root: Path) -> dg.Failure:
+    name = asset_key.to_user_string()
+    if not partitions:
+        return dg.Failure(f"no stored value for {name} under {root}: materialise {name} first")
+    shown = ", ".join(partitions)
+    return dg.Failure(f"no stored value for {name} partition(s) {shown} under {root}: materialise "
+                      f"{name} for {'them' if len(partitions) > 1 else 'it'} first "
+                      f"(in the UI: the asset, Materialize, and pick {shown})",
+                      metadata={"missing_partitions": shown})

@@ -30,7 +30,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from pipelines.paths import mlflow_dir
+from pipelines.resources.paths import mlflow_dir
 
 DEFAULT_EXPERIMENT = "convlab"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
@@ -61,6 +61,7 @@ class TrackedRun:
         self.tracking = tracking
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self._logged_epochs: set[int] = set()
 
     @property
     def url(self) -> str:
@@ -91,6 +92,21 @@ class TrackedRun:
         batch = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
         if batch:
             self.tracking.write(lambda: self._client().log_batch(self.run_id, tags=batch))
+
+    def epoch_logger(self):
+        """A `train(on_epoch=...)` callback: each epoch's statistics as metrics at step = epoch."""
+        def log_epoch(stats, _model=None):
+            self.log_metrics({k: v for k, v in stats.as_dict().items() if k != "epoch"}, step=stats.epoch)
+            self._logged_epochs.add(stats.epoch)
+
+        return log_epoch
+
+    def log_history(self, history) -> None:
+        """Epochs not logged yet (done before a resumed run started) belong to this run too."""
+        log_epoch = self.epoch_logger()
+        for stats in history:
+            if stats.epoch not in self._logged_epochs:
+                log_epoch(stats)
 
     def log_figure(self, figure, artifact_file: str) -> None:
         self.tracking.write(lambda: self._client().log_figure(self.run_id, figure, artifact_file))
@@ -211,6 +227,16 @@ class MlflowTracking(dg.ConfigurableResource):
             self.write(lambda: self.client().set_terminated(tracked.run_id, "FAILED"))
             raise
         self.write(lambda: self.client().set_terminated(tracked.run_id, "FINISHED"))
+
+    @contextlib.contextmanager
+    def training_run(self, experiment, dagster_run_id: str, params: Mapping[str, Any]) -> Iterator[TrackedRun]:
+        """The MLflow run of one experiment (`seed_cnn/shifted/s1`), tagged with its partition and seed."""
+        tags = {DAGSTER_RUN_TAG: dagster_run_id, "dagster.asset_key": "trained_model",
+                "dagster.partition": experiment.key, "model": experiment.model,
+                "data_variant": experiment.variant, "seed": experiment.seed}
+        with self.start_run(run_name=experiment.run_name, tags=tags) as run:
+            run.log_params(params)
+            yield run
 
     def run(self, run_id: str) -> TrackedRun:
         """An existing run, to add artifacts to it (analyses log beside the training)."""
