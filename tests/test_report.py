@@ -236,32 +236,45 @@ def test_runs_table_names_each_run_by_its_partition(report):
     assert "The training runs this report's numbers and figures come from" in html
 
 
-def test_all_claims_decides_every_claim_check_from_plain_values():
-    """assets.checks.all_claims gives exactly the claims of the claim asset checks (not the data guards)."""
+def _asset_values(runs: list[dict]) -> dict:
+    """Asset values of the shapes the claims read, made by hand."""
+    layers = [{"model": name, **{**layer.as_dict(), "output_shape": "x".join(map(str, layer.output_shape))}}
+              for name in ("seed_cnn", "mlp") for layer in count_parameters(name).layers]
+    table = [{"model": "seed_cnn", "layer": layer, "ratio": ratio, "triplet_order_rate_4_9": rate}
+             for layer, ratio, rate in (("pixels", 0.8, 0.6), ("pool2", 1.2, 0.7), ("logits", 3.0, 0.8))]
     import pandas as pd
 
-    from assets import checks
+    from assets.analysis import accuracy_by_variant
 
-    check_names = {key.name for value in vars(checks).values() if isinstance(value, dg.AssetChecksDefinition)
-                   for key in value.check_keys} - {"mnist_is_sound"}
-    counts = pd.DataFrame([{"model": name, **{**layer.as_dict(), "output_shape": "x".join(map(str, layer.output_shape))}}
-                           for name in ("seed_cnn", "mlp") for layer in count_parameters(name).layers])
-    distances = pd.DataFrame([{"model": "seed_cnn", "layer": layer, "ratio": ratio, "triplet_order_rate_4_9": rate}
-                              for layer, ratio, rate in (("pixels", 0.8, 0.6), ("pool2", 1.2, 0.7), ("logits", 3.0, 0.8))])
-    runs = pd.DataFrame([{"model": m, "data_variant": v, "seed": "0", "test_accuracy": a, "weights": w, "epochs": "2"}
-                         for m, v, a, w in (("seed_cnn", "plain", 0.95, 11665), ("mlp", "plain", 0.9, 210240),
-                                            ("seed_cnn", "shifted", 0.96, 11665))])
-    connectivity = [{"example": "lecture 1-D example", "dense": 25, "local": 13, "shared": 3}]
-    norms = [{"layer": "fc1", "start": "noise", "norm_before": 1.0, "norm_after": 2.0}]
-    claims = checks.all_claims(counts, connectivity, 400, 3600, distances, {"layer1": {"max_abs_difference": 0.0}},
-                               {"fcn_vs_classifier_max_abs_difference": 0.0}, {"norms": norms}, runs)
+    by_variant = accuracy_by_variant(pd.DataFrame(runs)).to_dict(orient="records")
+    return {
+        "parameter_counts": {"layers": layers,
+                             "connectivity": [{"example": "lecture 1-D example", "dense": 25, "local": 13, "shared": 3}]},
+        "representation_distances": {"table": table},
+        "shifted_mnist": {"source_count": 400, "labels": [0] * 3600},
+        "input_gradients": {"layer1": {"max_abs_difference": 0.0}},
+        "sliding_segmentation": {"fcn_vs_classifier_max_abs_difference": 0.0},
+        "hallucinations": {"norms": [{"layer": "fc1", "start": "noise", "norm_before": 1.0, "norm_after": 2.0}]},
+        "run_comparison": {"runs": runs, "accuracy_by_variant": by_variant},
+    }
+
+
+def test_the_claims_registry_decides_every_claim_check_from_asset_values():
+    """conv_core.claims.REGISTRY gives exactly the claim asset checks (not the data guards), from asset values."""
+    from assets import checks
+    from conv_core.claims import REGISTRY, decide_all
+
+    check_names = {key.name for check in checks.CLAIM_CHECKS for key in check.check_keys}
+    runs = [{"model": m, "data_variant": v, "seed": 0, "test_accuracy": a, "weights": w, "epochs": 2}
+            for m, v, a, w in (("seed_cnn", "plain", 0.95, 11665), ("mlp", "plain", 0.9, 210240),
+                               ("seed_cnn", "shifted", 0.96, 11665))]
+    claims = decide_all(_asset_values(runs))
+    assert [c.key for c in claims] == [spec.key for spec in REGISTRY]
     assert [c.key for c in claims] == list(dict.fromkeys(c.key for c in claims))  # no duplicates
     assert {c.key for c in claims} == check_names
     assert all(c.passed for c in claims), [c for c in claims if not c.passed]
 
-    missing = checks.all_claims(counts, connectivity, 400, 3600, distances, {"layer1": {"max_abs_difference": 0.0}},
-                                {"fcn_vs_classifier_max_abs_difference": 0.0}, {"norms": norms},
-                                runs[runs["model"] == "seed_cnn"].iloc[:1])
+    missing = decide_all(_asset_values(runs[:1]))
     failed = {c.key: c.measured_value for c in missing if not c.passed}
     assert set(failed) == {"cnn_beats_mlp_with_fewer_weights", "augmentation_does_not_hurt"}
     assert "no plain run" in failed["cnn_beats_mlp_with_fewer_weights"]
