@@ -1,47 +1,49 @@
-"""`make run`: materialise the whole asset graph into the persistent stores, then summarise.
+"""`make run`: materialise the whole asset graph as one Dagster backfill, then summarise.
 
-Three kinds of Dagster run, each recorded in DAGSTER_HOME and visible in the
-UI afterwards: the data assets once, one run per training partition, then
-the analyses over all of them.
+A thin client of Dagster's own machinery: it submits one backfill of every
+asset over the selected experiment partitions through the webserver's API
+(the same request as the UI's "Materialize" over those partitions), prints
+each run as it finishes, and reads the results back from storage. The runs
+are launched by the daemon, queued and pooled like any other, and stay in
+the UI's history. It uses the Dagster of a running `make ui`, else starts
+its own (`dagster dev` on a free port) for the duration.
 """
 
+from __future__ import annotations
+
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
-import dagster as dg
-
-from assets.analysis import accuracy_by_variant
+from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
-from pipelines.resources.partitions import DATA_VARIANTS, training_key
-from pipelines.resources.paths import ensure_dagster_home, storage_dir
+from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
+from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
+from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
 from pipelines.resources.tracking import MlflowTracking
+from pipelines.services import LocalDagster, running_ui
 
-DATA_ASSETS = ["mnist", "shifted_mnist", "infinite_mnist", "parameter_counts"]
-TRAINING_ASSETS = ["trained_model", "model_evaluation"]
-ANALYSIS_ASSETS = ["representation_distances", "filter_figures", "input_gradients", "top_activations",
-                   "hallucinations", "sliding_segmentation", "run_comparison"]
-# Last, in a run of its own: it reads everything above.
-REPORT_ASSETS = ["lecture_report"]
-# Every model on plain digits; the lecture's two also on augmented data.
-DEFAULT_AUGMENTED_MODELS = ("seed_cnn", "mlp")
+POLL_SECONDS = 2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=None, help="MNIST source: auto (default), download, idx_dir, sample")
+    parser.add_argument("--source", default=None, choices=["auto", "download", "idx_dir", "sample"],
+                        help="MNIST source (default auto)")
     parser.add_argument("--idx-dir", default=None, help="folder with the four MNIST IDX files")
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    parser.add_argument("--augmented-models", nargs="*", default=list(DEFAULT_AUGMENTED_MODELS), choices=MODEL_NAMES,
-                        help="models also trained on the augmented variants")
-    parser.add_argument("--variants", nargs="+", default=list(DATA_VARIANTS), choices=DATA_VARIANTS,
-                        help="data variants to train the augmented models on")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
-                        help="training seeds of the augmented models' runs (the comparison of data variants "
-                             "reports mean and spread over them); other models train with the first seed")
+    parser.add_argument("--models", nargs="+", default=None, choices=MODEL_NAMES,
+                        help="train only the experiments of these models")
+    parser.add_argument("--variants", nargs="+", default=None, choices=DATA_VARIANTS,
+                        help="train only the experiments on these data variants")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="train only the experiments with these seeds")
     parser.add_argument("--heldout-idx-dir", default=None,
                         help="also evaluate every model on the t10k-* files of this IDX folder")
     parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the training batch size")
+    parser.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                         help="training arithmetic: auto (default) is bf16 autocast where the device has bf16 "
                              "units (CUDA, AVX-512 BF16 or AMX CPUs), else fp32")
@@ -50,86 +52,126 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _phase(title: str) -> None:
-    print(f"\n=== {title} ===", flush=True)
+def selected_experiments(args: argparse.Namespace) -> list[Experiment]:
+    """The experiment partitions the filters keep; an error naming what exists when none (or a bad seed) is asked."""
+    known = experiments()
+    seeds = sorted({e.seed for e in known})
+    unknown = sorted(set(args.seeds or []) - set(seeds))
+    if unknown:
+        raise SystemExit(f"seed(s) {unknown} are not in the experiment set (seeds {seeds}; "
+                         f"{EXPERIMENTS_VARIABLE} picks the set)")
+    chosen = [e for e in known if (not args.models or e.model in args.models)
+              and (not args.variants or e.variant in args.variants) and (not args.seeds or e.seed in args.seeds)]
+    if not chosen:
+        raise SystemExit("no experiment matches --models/--variants/--seeds; the set is: "
+                         + ", ".join(e.key for e in known))
+    return chosen
 
 
-def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, selection: list[str], run_config: dict,
-             partition_key: str | None = None) -> dg.ExecuteInProcessResult:
-    started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey(name) for name in selection], partition_key=partition_key,
-        run_config={**run_config, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False)
-    label = f"{', '.join(selection)}" + (f" [{partition_key}]" if partition_key else "")
-    status = "ok" if result.success else "FAILED"
-    print(f"--- {status}: {label} in {time.perf_counter() - started:.1f} s (run {result.run_id})", flush=True)
-    if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data.error:
-                print(event.step_failure_data.error.to_string(), file=sys.stderr)
-        raise SystemExit(f"stopped: {label} failed; see the run {result.run_id} in the Dagster UI (make ui)")
-    return result
+def run_config(args: argparse.Namespace) -> dict:
+    """The launchpad config the backfill's runs get (only what was asked; the rest keeps its defaults)."""
+    mnist = {"source": args.source, "idx_dir": args.idx_dir, "train_limit": args.train_limit,
+             "test_limit": args.test_limit}
+    training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision}
+    ops = {"mnist": {k: v for k, v in mnist.items() if v is not None},
+           "trained_model": {k: v for k, v in training.items() if v is not None},
+           "model_evaluation": {"heldout_idx_dir": args.heldout_idx_dir} if args.heldout_idx_dir else {}}
+    return {"ops": {name: {"config": config} for name, config in ops.items() if config}}
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    ensure_dagster_home()
-    from pipelines.definitions import defs  # after DAGSTER_HOME is settled
+def asset_names() -> list[str]:
+    from pipelines.definitions import defs
 
-    instance = dg.DagsterInstance.get()
-    job = defs.resolve_job_def("full_pipeline")
-    started = time.perf_counter()
+    return sorted(key.to_user_string() for key in defs.resolve_asset_graph().materializable_asset_keys)
 
-    mnist_config = {k: v for k, v in {"source": args.source, "idx_dir": args.idx_dir,
-                                      "train_limit": args.train_limit, "test_limit": args.test_limit}.items()
-                    if v is not None}
-    train_config = {"epochs": args.epochs} if args.epochs else {}
-    if args.precision:
-        train_config["precision"] = args.precision
 
-    _phase("data")
-    _execute(job, instance, DATA_ASSETS, {"ops": {"mnist": {"config": mnist_config}}})
+def _describe(run: RunSummary) -> str:
+    what = f"[{run.partition}] " if run.partition else ""
+    assets = ", ".join(run.assets) if len(run.assets) <= 4 else f"{len(run.assets)} assets"
+    took = f" in {run.seconds:.0f} s" if run.seconds else ""
+    return f"{run.status.lower():>8}: {what}{assets}{took} (run {run.run_id[:8]})"
 
-    partitions = [training_key(m, "plain") for m in args.models if "plain" in args.variants]
-    partitions += [training_key(m, v) for v in args.variants if v != "plain" for m in args.augmented_models]
-    evaluation_config = {"heldout_idx_dir": args.heldout_idx_dir} if args.heldout_idx_dir else {}
-    compared = set(args.augmented_models)
-    # The first seed goes last, so the analyses (which read each partition's
-    # latest materialisation) explain the first seed's models.
-    steps = [(key, seed) for seed in reversed(args.seeds) for key in partitions
-             if seed == args.seeds[0] or key.keys_by_dimension["model"] in compared]
-    for number, (key, seed) in enumerate(steps, start=1):
-        _phase(f"training {number}/{len(steps)}: {key.keys_by_dimension['model']} on "
-               f"{key.keys_by_dimension['data']} data, seed {seed}")
-        _execute(job, instance, TRAINING_ASSETS, {"ops": {
-            "trained_model": {"config": {**train_config, "seed": seed}},
-            "model_evaluation": {"config": evaluation_config}}}, partition_key=str(key))
 
-    _phase("analyses and figures")
-    _execute(job, instance, ANALYSIS_ASSETS, {})
+def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
+    """Print each run of the backfill as it finishes (and why it failed); return the final state and the runs."""
+    reported: set[str] = set()
+    while True:
+        status = api.backfill_status(backfill_id)
+        runs = api.runs(tags={BACKFILL_TAG: backfill_id})
+        for run in sorted(runs, key=lambda r: r.end_time or 0):
+            if run.status in RUN_DONE and run.run_id not in reported:
+                reported.add(run.run_id)
+                print(_describe(run), flush=True)
+                for reason in api.step_failures(run.run_id) if run.status == "FAILURE" else []:
+                    print(f"          {reason}", file=sys.stderr, flush=True)
+        if status in BACKFILL_DONE and all(r.status in RUN_DONE for r in runs):
+            return status, runs
+        time.sleep(POLL_SECONDS)
 
-    _phase("lecture report")
-    _execute(job, instance, REPORT_ASSETS, {})
-    report = defs.load_asset_value("lecture_report", instance=instance)
 
-    comparison = defs.load_asset_value("run_comparison", instance=instance)
+def summarise(instance_home: Path, started: float) -> None:
+    import dagster as dg
+
+    from assets.analysis import accuracy_by_variant
+    from pipelines.definitions import defs
+
+    with dg.DagsterInstance.get() as instance:
+        comparison = defs.load_asset_value("run_comparison", instance=instance)
+        report = defs.load_asset_value("lecture_report", instance=instance)
+    import pandas as pd
+
+    runs = pd.DataFrame(comparison["runs"])
     print("\n=== results ===")
-    print(comparison[["model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds", "epochs"]]
+    print(runs[["partition", "test_accuracy", "weights", "training_seconds", "epochs", "mlflow_run_id"]]
           .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print("\ntest accuracy by model and data variant (mean and spread over seeds):")
-    print(accuracy_by_variant(comparison).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    if args.heldout_idx_dir:
-        print(f"\nheld-out test set ({args.heldout_idx_dir}):")
-        for key in partitions:
-            value = defs.load_asset_value("model_evaluation", partition_key=str(key), instance=instance)
-            print(f"  {value['model']:>15} / {value['data_variant']:<9} {value['heldout']['accuracy']:.4f}")
+    print(accuracy_by_variant(runs).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     mlflow = MlflowTracking()
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"figures and stored assets: {storage_dir()}")
     print(f"lecture report ({report['claims_passed']} of {report['claims_total']} claims hold): {report['path']}")
     print(f"MLflow store: {mlflow.resolved_uri()} (experiment '{mlflow.resolved_experiment()}')")
     print("open both UIs with: make ui  (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
+
+
+def submit_and_follow(api: DagsterApi, chosen: list[Experiment], config: dict) -> str:
+    backfill_id = api.launch_backfill(asset_names(), [e.key for e in chosen], config,
+                                      tags={"convlab/trigger": "make run"}, title="make run")
+    print(f"backfill {backfill_id}: every asset over {len(chosen)} experiment partition(s); "
+          f"follow it at {api.url}/runs/b/{backfill_id}", flush=True)
+    try:
+        status, runs = follow(api, backfill_id)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: cancelling backfill {backfill_id} (its runs are terminated)", file=sys.stderr, flush=True)
+        api.cancel_backfill(backfill_id)
+        raise
+    failed = [r for r in runs if r.status != "SUCCESS"]
+    if status != "COMPLETED_SUCCESS" or failed:
+        raise SystemExit(f"backfill {backfill_id} ended {status} with {len(failed)} run(s) not successful; "
+                         f"see {api.url}/runs/b/{backfill_id} (make ui)")
+    return backfill_id
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    home = ensure_dagster_home()
+    chosen = selected_experiments(args)
+    started = time.perf_counter()
+    print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
+    api = running_ui(home)
+    try:
+        if api is not None:
+            print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
+            submit_and_follow(api, chosen, run_config(args))
+        else:
+            log = convlab_home() / "logs" / "dagster-run.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
+            with LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log) as dagster:
+                submit_and_follow(dagster.api, chosen, run_config(args))
+    except KeyboardInterrupt:
+        raise SystemExit("stopped")
+    summarise(home, started)
 
 
 if __name__ == "__main__":

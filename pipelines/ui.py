@@ -15,14 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from pipelines.resources.paths import ensure_dagster_home
 from pipelines.resources.tracking import MlflowTracking
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-GRACE_SECONDS = 30
+from pipelines.services import BIN, REPO, dagster_command, record_ui, stop, ui_state_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,8 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def commands(args: argparse.Namespace, tracking: MlflowTracking) -> dict[str, list[str]]:
-    dagster = [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", args.host,
-               "-p", str(args.dagster_port)]
+    dagster = dagster_command(args.host, args.dagster_port)
     if tracking.resolved_uri().startswith(("http://", "https://", "databricks")):
         return {"dagster": dagster}  # a tracking server has its own UI
     mlflow = [str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking.resolved_uri(),
@@ -46,51 +41,13 @@ def commands(args: argparse.Namespace, tracking: MlflowTracking) -> dict[str, li
     return {"dagster": dagster, "mlflow": mlflow}
 
 
-def _alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _signal_all(processes: dict[str, subprocess.Popen], signum: int) -> None:
-    for process in processes.values():
-        if _alive(process.pid):
-            os.killpg(process.pid, signum)
-
-
-def _wait_all(processes: dict[str, subprocess.Popen], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for process in processes.values():
-            process.poll()  # reap, so a finished group leader no longer counts as alive
-        if not any(_alive(p.pid) for p in processes.values()):
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def stop(processes: dict[str, subprocess.Popen]) -> None:
-    """What Ctrl-C in a terminal does (SIGINT to each group), then SIGTERM, then SIGKILL."""
-    for signum, seconds in ((signal.SIGINT, GRACE_SECONDS), (signal.SIGTERM, 5)):
-        _signal_all(processes, signum)
-        if _wait_all(processes, seconds):
-            return
-    for name, process in processes.items():
-        if _alive(process.pid):
-            print(f"{name} did not stop: killing it", file=sys.stderr)
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ensure_dagster_home()  # with its dagster.yaml: the pool limit that keeps one GPU to one step
+    home = ensure_dagster_home()  # with its dagster.yaml: the pool limit that keeps one GPU to one step
     tracking = MlflowTracking()
     tracking.experiment_id()  # the store and the experiment exist before the UI first opens them
     to_start = commands(args, tracking)
@@ -107,6 +64,7 @@ def main(argv=None) -> int:
         for name, command in to_start.items():
             # A new session: the terminal's Ctrl-C reaches this script only, which then stops each group whole.
             processes[name] = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
+        record_ui(home, f"http://{args.host}:{args.dagster_port}")  # `make run` submits here while we run
         print(f"Dagster UI: http://{args.host}:{args.dagster_port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})\n"
               f"MLflow UI:  {mlflow_url}  ({tracking.resolved_uri()})\n"
               "Ctrl-C stops both.", flush=True)
@@ -123,6 +81,7 @@ def main(argv=None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup short
             signal.signal(signum, signal.SIG_IGN)
         stop(processes)
+        ui_state_path(home).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

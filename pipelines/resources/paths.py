@@ -27,12 +27,26 @@ def mlflow_dir() -> Path:
     return convlab_home() / "mlflow"
 
 
-# One step at a time in each concurrency pool: training steps sit in the "gpu"
-# pool, so one local GPU is never shared by two steps.
-DAGSTER_YAML = """\
+# The instance settings of this lab. Pools: one step at a time in each, so
+# training steps (pool "gpu") never share one local GPU. Runs: a few at once,
+# queued beyond that (each run is a process holding torch). Run monitoring:
+# the daemon fails a run whose process died (kill -9, out of memory) instead
+# of leaving it STARTED for ever.
+DAGSTER_YAML_MARK = "# Written by convlab"
+DAGSTER_YAML = f"""\
+{DAGSTER_YAML_MARK}: rewritten when convlab changes it; delete this line to keep your own edits.
 concurrency:
   pools:
     default_limit: 1
+  runs:
+    max_concurrent_runs: 4
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 60
+  poll_interval_seconds: 15
+telemetry:
+  enabled: false
 """
 
 
@@ -41,7 +55,7 @@ def ensure_dagster_home() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(convlab_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or (config.read_text().startswith(DAGSTER_YAML_MARK) and config.read_text() != DAGSTER_YAML):
         config.write_text(DAGSTER_YAML)
     return home
 

@@ -1,0 +1,153 @@
+"""Start and stop the servers of this checkout on 127.0.0.1: Dagster (webserver + daemon) and the MLflow UI.
+
+Each server runs in its own process group (a new session), so stopping one
+stops everything it started: what Ctrl-C in a terminal does (SIGINT to the
+group), then SIGTERM, then SIGKILL. `make ui`, `make run` (when no `make ui`
+is running) and the end-to-end tests all start Dagster this way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.dagster_api import DagsterApi
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+GRACE_SECONDS = 30
+# `make ui` leaves its Dagster address here, so `make run` submits to that one
+# instead of starting a second daemon on the same DAGSTER_HOME.
+UI_STATE = "convlab-ui.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dagster_command(host: str, port: int) -> list[str]:
+    """`dagster dev`: webserver, daemon and one code server shared by both, over workspace.yaml."""
+    return [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
+
+
+def start(command: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """A server in a session of its own (a terminal's Ctrl-C reaches only our script, which stops it whole)."""
+    output = open(log_path, "ab") if log_path else None
+    try:
+        return subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=output,
+                                stderr=subprocess.STDOUT if output else None)
+    finally:
+        if output:
+            output.close()
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _signal_all(processes: dict[str, subprocess.Popen], signum: int) -> None:
+    for process in processes.values():
+        if _alive(process.pid):
+            os.killpg(process.pid, signum)
+
+
+def _wait_all(processes: dict[str, subprocess.Popen], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in processes.values():
+            process.poll()  # reap, so a finished group leader no longer counts as alive
+        if not any(_alive(p.pid) for p in processes.values()):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def stop(processes: dict[str, subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
+    """SIGINT to each group, then SIGTERM, then SIGKILL."""
+    for signum, seconds in ((signal.SIGINT, grace), (signal.SIGTERM, 5)):
+        _signal_all(processes, signum)
+        if _wait_all(processes, seconds):
+            return
+    for name, process in processes.items():
+        if _alive(process.pid):
+            print(f"{name} did not stop: killing it", file=sys.stderr)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Until the webserver answers and the code location has loaded; raises if Dagster exits or times out."""
+    deadline = time.monotonic() + timeout
+    last_error = "not started"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Dagster exited with status {process.returncode} before it was up")
+        if api.is_up():
+            try:
+                api.repository()
+                return
+            except Exception as error:  # still loading, or a load error worth showing if it persists
+                last_error = str(error)
+        time.sleep(1)
+    raise RuntimeError(f"Dagster was not up within {timeout:.0f} s: {last_error}")
+
+
+class LocalDagster:
+    """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts."""
+
+    def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None):
+        self.env = env
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = DagsterApi(self.url)
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "LocalDagster":
+        self.process = start(dagster_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
+        try:
+            wait_until_up(self.api, self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop({"dagster": self.process})
+            self.process = None
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ui_state_path(dagster_home: Path) -> Path:
+    return Path(dagster_home) / UI_STATE
+
+
+def record_ui(dagster_home: Path, url: str) -> None:
+    ui_state_path(dagster_home).write_text(json.dumps({"url": url, "pid": os.getpid()}))
+
+
+def running_ui(dagster_home: Path) -> DagsterApi | None:
+    """The Dagster of a `make ui` running over this DAGSTER_HOME, if there is one that answers."""
+    path = ui_state_path(dagster_home)
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    api = DagsterApi(state["url"])
+    return api if api.is_up() else None
