@@ -217,7 +217,9 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
                     "heldout_idx_dir": str(Path(config.heldout_idx_dir).resolve())}
         mlflow_tracking.run(trained_model["mlflow_run_id"]).log_metrics(
             {"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
-    metadata.update(publish_figures(context, {"confusion_matrix": plots.confusion_matrix(evaluation.confusion, title)}))
+    run = mlflow_tracking.run(trained_model["mlflow_run_id"])
+    metadata.update(publish_figures(context, {"confusion_matrix": plots.confusion_matrix(evaluation.confusion, title)},
+                                    run, "figures"))
     value["figures"] = figure_paths(metadata)
     return dg.Output(value, metadata={
         "experiment": trained_model["partition"],

@@ -1,6 +1,6 @@
-"""The Definitions load (without a warning), every job resolves, the weekly
-schedule asks for one backfill over the whole graph, and the `dagster` CLI
-validates the workspace."""
+"""The Definitions load (without a warning), every job resolves, the partitions
+are exactly the experiment set, the weekly rebuild requests the graph in
+dependency order, and the `dagster` CLI validates the workspace."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 
 from conftest import REPO, subprocess_env
 from pipelines.definitions import defs
-from pipelines.resources.partitions import DATA_VARIANTS, training_partitions
+from conv_core.experiments import EXPERIMENT_SETS, Experiment
+from pipelines.resources.partitions import experiments, training_partitions
 
 JOBS = ("full_pipeline", "train_models")
-# The graph of design.md section 2 as it stands; more assets may join.
+# The core of the asset graph; more assets may join.
 CORE_ASSETS = {"mnist", "shifted_mnist", "trained_model", "model_evaluation", "parameter_counts",
                "representation_distances", "run_comparison", "filter_figures"}
 
@@ -52,13 +53,36 @@ def test_definitions_are_loadable_and_every_job_resolves():
     assert not {"mnist", "parameter_counts"} & train
 
 
-def test_training_partitions_are_model_by_data_variant():
-    from conv_core.models import MODEL_NAMES
-
+def test_training_partitions_are_exactly_the_experiment_set():
     keys = training_partitions.get_partition_keys()
-    assert len(keys) == len(MODEL_NAMES) * len(DATA_VARIANTS)
-    assert "plain|seed_cnn" in keys and "shifted|mlp" in keys
+    assert keys == [e.key for e in experiments()]  # the tests serve the quick set (conftest.py)
+    assert [Experiment.parse(key) for key in keys] == list(EXPERIMENT_SETS["quick"])
+    assert "seed_cnn.plain.s0" in keys and "mlp.shifted.s0" in keys
     assert defs.resolve_assets_def("trained_model").partitions_def == training_partitions
+    assert defs.resolve_assets_def("model_evaluation").partitions_def == training_partitions
+
+
+def test_the_lecture_set_trains_every_model_and_compares_the_two_over_three_seeds():
+    lecture = EXPERIMENT_SETS["lecture"]
+    assert len(lecture) == 20 and len(set(lecture)) == 20
+    by_model = {m: sorted((e.variant, e.seed) for e in lecture if e.model == m) for m in ("vgg_small", "caffe_notebook")}
+    assert by_model == {"vgg_small": [("plain", 0)], "caffe_notebook": [("plain", 0)]}
+    for model in ("seed_cnn", "mlp"):
+        assert sorted((e.variant, e.seed) for e in lecture if e.model == model) == sorted(
+            (v, s) for v in ("plain", "shifted", "infinite") for s in (0, 1, 2))
+    for experiment in lecture:
+        assert Experiment.parse(experiment.key) == experiment
+        assert not set("|,[]") & set(experiment.key)
+
+
+def test_an_unknown_experiment_set_or_key_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CONVLAB_EXPERIMENTS", "everything")
+    with pytest.raises(ValueError, match="not an experiment set; known: lecture, quick"):
+        experiments()
+    with pytest.raises(ValueError, match="not an experiment key"):
+        Experiment.parse("plain|seed_cnn")
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        Experiment.parse("resnet.plain.s0")
 
 
 def test_definitions_import_without_warnings(tmp_path):
@@ -76,29 +100,32 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     assert "All code locations passed validation" in done.stdout + done.stderr
 
 
-def test_weekly_schedule_requests_one_backfill_of_everything_and_is_off_by_default(convlab_home):
-    schedule = defs.resolve_schedule_def("weekly_full_pipeline")
-    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    assert schedule.cron_schedule == "0 3 * * 1"
+def test_weekly_rebuild_requests_the_graph_in_dependency_order_once_per_tick(convlab_home):
+    """The weekly rebuild's conditions, tick by tick: roots after the cron tick; each asset once all of its
+    upstream partitions were rebuilt since; nothing before the tick, nothing twice."""
+    from datetime import datetime, timedelta, timezone
 
-    with dg.DagsterInstance.get() as instance:  # a temporary DAGSTER_HOME; ephemeral ones are refused
-        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def())
-        data = schedule.evaluate_tick(context)
-    assert data.skip_message is None
-    (request,) = data.run_requests
-    assert isinstance(request, dg.RunRequest)
-    assert request.requires_backfill_daemon()
-    assert request.tags["convlab/trigger"] == "weekly"
-
-    subset = request.asset_graph_subset
+    sensor = defs.resolve_sensor_def("weekly_full_pipeline")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     graph = defs.resolve_asset_graph()
-    assert set(subset.asset_keys) == set(graph.materializable_asset_keys)
-    every_partition = set(training_partitions.get_partition_keys())
-    for key in graph.materializable_asset_keys:
-        if graph.get(key).partitions_def is None:
-            assert key in subset.non_partitioned_asset_keys
-        else:
-            assert set(subset.partitions_subsets_by_asset_key[key].get_partition_keys()) == every_partition
+    partitioned = {k for k in graph.materializable_asset_keys if graph.get(k).partitions_def is not None}
+    before_tick = datetime(2026, 12, 7, 2, 59, tzinfo=timezone.utc)  # a Monday, before 03:00
+    with dg.DagsterInstance.get() as instance:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=before_tick)
+        assert result.total_requested == 0
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor,
+                                                   evaluation_time=before_tick + timedelta(minutes=2))
+        requested = {r.key.to_user_string() for r in result.results if r.true_subset.size}
+        assert requested == {"mnist", "parameter_counts"}
+        # Pretend the roots ran: their children (every training partition among them) come next.
+        for key in ("mnist", "parameter_counts"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor,
+                                                   evaluation_time=before_tick + timedelta(minutes=3))
+        sizes = {r.key: r.true_subset.size for r in result.results if r.true_subset.size}
+        assert {k.to_user_string() for k in sizes} == {"shifted_mnist", "infinite_mnist", "trained_model"}
+        assert sizes[dg.AssetKey("trained_model")] == len(training_partitions.get_partition_keys())
+        assert not partitioned - {dg.AssetKey("trained_model"), dg.AssetKey("model_evaluation")}
 
 
 def test_run_failure_sensor_is_on_by_default():
@@ -107,14 +134,31 @@ def test_run_failure_sensor_is_on_by_default():
 
 
 def test_training_settings_map_onto_the_core_config():
+    import pydantic
     import torch
 
     from assets.training import TrainSettings, _train_config
 
     cpu = torch.device("cpu")
-    default = _train_config(TrainSettings(), "mlp", "shifted", cpu)
+    default = _train_config(TrainSettings(), Experiment("mlp", "shifted", 2), cpu)
     assert default.bf16 is None and default.shift_augment and default.model == "mlp" and default.device == "cpu"
-    assert _train_config(TrainSettings(precision="fp32"), "seed_cnn", "plain", cpu).bf16 is False
-    assert _train_config(TrainSettings(precision="bf16", epochs=3), "seed_cnn", "plain", cpu).epochs == 3
-    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
-        _train_config(TrainSettings(precision="fp16"), "seed_cnn", "plain", cpu)
+    assert default.seed == 2  # from the partition
+    assert _train_config(TrainSettings(precision="fp32"), Experiment("seed_cnn"), cpu).bf16 is False
+    assert _train_config(TrainSettings(precision="bf16", epochs=3), Experiment("seed_cnn"), cpu).epochs == 3
+    with pytest.raises(pydantic.ValidationError, match="auto.*bf16.*fp32"):
+        TrainSettings(precision="fp16")
+
+
+def test_the_launchpad_rejects_a_typo_and_describes_every_field():
+    """Closed choices are Literal types (the launchpad's config schema is an enum), and every field says what it is."""
+    from assets.data import InfiniteMnistSettings, MnistSettings
+    from assets.training import TrainSettings
+
+    for settings in (TrainSettings, MnistSettings, InfiniteMnistSettings):
+        undocumented = [name for name, field in settings.model_fields.items() if not field.description]
+        assert not undocumented, (settings.__name__, undocumented)
+    job = defs.resolve_job_def("full_pipeline")
+    bad = {"ops": {"trained_model": {"config": {"precision": "fp16"}}, "mnist": {"config": {"source": "web"}}}}
+    with pytest.raises(dg.DagsterInvalidConfigError) as raised:
+        dg.validate_run_config(job, bad)
+    assert "fp16" in str(raised.value) and "web" in str(raised.value)

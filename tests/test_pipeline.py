@@ -5,8 +5,9 @@ metrics, figures, tags, and a logged model that runs without this project).
 The stores are temporary: an ephemeral Dagster instance, and CONVLAB_HOME
 (IO manager files, MLflow's SQLite store and artifacts) in a temporary folder.
 A Dagster run covers at most one partition, so the graph goes in three steps,
-the way `make run` does it: the assets upstream of training, each training
-partition the downstream assets read, then the rest.
+the way a backfill does it: the assets upstream of training, each training
+partition, then the rest. (tests/test_dagster_ui.py runs the same graph through
+a running webserver and daemon.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env, tracking_client
+from conv_core.experiments import EXPLAINED, Experiment
 from conv_core.train import native_bf16
 
 TRAINED = dg.AssetKey("trained_model")
@@ -33,8 +35,8 @@ PROJECT_PACKAGES = ("conv_core", "assets", "pipelines")
 
 
 def _plan(defs: dg.Definitions):
-    """(assets before training, partitioned assets, assets after training, partitions they need)."""
-    from pipelines.resources.partitions import training_key
+    """(assets before training, partitioned assets, assets after training, every training partition)."""
+    from pipelines.resources.partitions import experiments
 
     graph = defs.resolve_asset_graph()
     keys = set(graph.materializable_asset_keys)
@@ -42,15 +44,8 @@ def _plan(defs: dg.Definitions):
     downstream = dg.AssetSelection.assets(TRAINED).downstream().resolve(graph)
     before = keys - partitioned - downstream
     after = (keys - partitioned) & downstream
-    # The shifted variant trains in tests/test_cli.py (to keep this module quick).
-    needed = {str(training_key("seed_cnn", "plain"))}
-    for key in after:
-        assets_def = graph.get(key).assets_def
-        if TRAINED in assets_def.keys_by_input_name.values():
-            mapping = assets_def.get_partition_mapping(TRAINED)
-            if isinstance(mapping, dg.SpecificPartitionsPartitionMapping):
-                needed |= set(mapping.partition_keys)
-    return before, partitioned, after, sorted(needed)
+    # run_comparison reads every partition, so every one trains (the quick set: tests/conftest.py).
+    return before, partitioned, after, [e.key for e in experiments()]
 
 
 # Every asset on a small budget (what is not named keeps its defaults).
@@ -105,7 +100,7 @@ def _materializations(graph_run):
 def test_every_asset_is_materialised_with_figures_in_its_metadata(graph_run):
     events = _materializations(graph_run)
     assert {"mnist", "parameter_counts", "run_comparison", "filter_figures",
-            "trained_model[plain|seed_cnn]", "model_evaluation[plain|mlp]"} <= set(events)
+            "trained_model[seed_cnn.plain.s0]", "model_evaluation[mlp.plain.s0]"} <= set(events)
     missing = [name for name, event in events.items() if event is None]
     assert not missing, f"not materialised: {missing}"
 
@@ -159,7 +154,8 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
     for partition, run in runs.items():
         result = graph_run["training"][partition]
         value = result.output_for_node("trained_model")
-        data, model = partition.split("|")
+        experiment = Experiment.parse(partition)
+        data, model = experiment.variant, experiment.model
         assert run.info.status == "FINISHED"
         assert run.info.run_id == value["mlflow_run_id"]
 
@@ -173,7 +169,9 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert params["config.epochs"] == str(TINY_TRAINING["epochs"])
         assert params["data_source"] == "sample"
         assert params["data_sha256"] == mnist["provenance"]["sha256_combined"]
-        assert params["seed"] == params["config.seed"] == "0"
+        assert params["seed"] == params["config.seed"] == str(experiment.seed)
+        assert run.info.run_name == f"{model}/{data}/s{experiment.seed}"
+        assert run.data.tags["seed"] == str(experiment.seed)
         assert params["device"] == "cpu"
         assert params["precision"] == value["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
         assert params["versions.torch"] == importlib.metadata.version("torch")
@@ -193,7 +191,7 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
 
         figures = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
         assert {"figures/training_curves.png", "figures/confusion_matrix.png"} <= figures, figures
-        if model == "seed_cnn" and data == "plain":  # filter_figures logs beside its training
+        if partition == EXPLAINED.key:  # filter_figures logs beside its training
             filters = {f.path for f in client.list_artifacts(run.info.run_id, "filters")}
             assert {"filters/layer1_filters.png", "filters/layer2_filters.png"} <= filters, filters
 
@@ -201,7 +199,8 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
 @pytest.mark.slow
 def test_run_comparison_lists_every_trained_partition(graph_run):
     comparison = graph_run["last"].output_for_node("run_comparison")
-    assert sorted(f"{d}|{m}" for m, d in zip(comparison.model, comparison.data_variant)) == graph_run["partitions"]
+    assert sorted(row["partition"] for row in comparison["runs"]) == sorted(graph_run["partitions"])
+    assert comparison["left_out"] == []
 
 
 # Runs in a fresh interpreter: isolated mode (no cwd, no PYTHONPATH), the

@@ -52,7 +52,8 @@ class ConvlabIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        partition = context.partition_key if context.has_partition_key else None
+        # The asset's own partition: an unpartitioned asset in a partitioned run has none.
+        partition = context.asset_partition_key if context.has_asset_partitions else None
         if isinstance(obj, pd.DataFrame):
             path = self._path(context.asset_key, partition, ".json")
             _atomic_write(path, lambda tmp: obj.to_json(tmp, orient="table", index=False))

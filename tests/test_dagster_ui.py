@@ -1,0 +1,220 @@
+"""The graph run the ways users run it: through a running Dagster webserver and daemon.
+
+One `dagster dev` (webserver, daemon, code server) on a free port of
+127.0.0.1 over temporary stores, driven through the webserver's GraphQL API,
+the API the UI calls: (b) a backfill of every asset over every partition
+(what `make run` submits), (a) "Materialize all" with one training partition
+selected, (c) the weekly rebuild, tick by tick. Each is judged on the
+instance: which (asset, partition) pairs were materialised and which checks
+were evaluated, in that way's own runs. Tiny data: the quick experiment set
+(tests/conftest.py), 400 digits, 3 epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from conftest import TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+TINY_CONFIG = {"ops": {"mnist": {"config": TINY_MNIST}, "trained_model": {"config": TINY_TRAINING},
+                       "infinite_mnist": {"config": {"statistics_count": 500}},
+                       "hallucinations": {"config": {"steps": 10, "class_steps": 10}}}}
+WAIT_SECONDS = 600
+
+
+@pytest.fixture(scope="module")
+def lab(module_home):
+    from pipelines.resources.paths import ensure_dagster_home
+    from pipelines.services import LocalDagster
+
+    ensure_dagster_home()
+    log = module_home / "dagster.log"
+    with LocalDagster(env=subprocess_env(module_home), log_path=log) as dagster:
+        with dg.DagsterInstance.get() as instance:
+            yield {"api": dagster.api, "instance": instance, "home": module_home, "log": log, "results": {}}
+
+
+def _defs():
+    from pipelines.definitions import defs
+
+    return defs
+
+
+def everything() -> set[tuple[str, str | None]]:
+    """Every (asset, partition) of the graph: unpartitioned assets once, partitioned ones per partition."""
+    graph = _defs().resolve_asset_graph()
+    pairs = set()
+    for key in graph.materializable_asset_keys:
+        partitions = graph.get(key).partitions_def
+        for partition in (partitions.get_partition_keys() if partitions else [None]):
+            pairs.add((key.to_user_string(), partition))
+    return pairs
+
+
+def every_check() -> set[str]:
+    return {f"{key.asset_key.to_user_string()}:{key.name}" for key in _defs().resolve_asset_graph().asset_check_keys}
+
+
+def wait_for_runs(api, run_ids: list[str], timeout: float = WAIT_SECONDS) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = {run_id: api.run_status(run_id) for run_id in run_ids}
+        if all(status in ("SUCCESS", "FAILURE", "CANCELED") for status in statuses.values()):
+            return statuses
+        time.sleep(2)
+    raise AssertionError(f"runs not finished within {timeout} s: {statuses}")
+
+
+def wait_for_backfill(api, backfill_id: str, timeout: float = WAIT_SECONDS) -> list:
+    from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.backfill_status(backfill_id)
+        runs = api.runs(tags={BACKFILL_TAG: backfill_id})
+        if status in BACKFILL_DONE and all(r.status in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            return status, runs
+        time.sleep(3)
+    raise AssertionError(f"backfill {backfill_id} not done within {timeout} s ({status})")
+
+
+def produced(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[set, set]:
+    """(asset, partition) pairs materialised and `asset:check` names evaluated (with their outcome) in these runs."""
+    materialised, checks = set(), {}
+    for run_id in run_ids:
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            event = entry.dagster_event
+            materialised.add((event.asset_key.to_user_string(), event.partition))
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = entry.dagster_event.event_specific_data
+            name = f"{evaluation.asset_check_key.asset_key.to_user_string()}:{evaluation.check_name}"
+            checks.setdefault(name, []).append(evaluation.passed)
+    return materialised, checks
+
+
+def test_a_backfill_over_every_partition_materialises_every_asset_and_evaluates_every_check(lab):
+    api, instance = lab["api"], lab["instance"]
+    partitions = [key for asset, key in everything() if asset == "trained_model"]
+    assets = sorted({asset for asset, _ in everything()})
+    backfill_id = api.launch_backfill(assets, sorted(partitions), TINY_CONFIG, title="every partition")
+    status, runs = wait_for_backfill(api, backfill_id)
+    assert status == "COMPLETED_SUCCESS", (status, [(r.run_id, r.status) for r in runs], lab["log"])
+    assert all(r.status == "SUCCESS" for r in runs)
+    materialised, checks = produced(instance, [r.run_id for r in runs])
+    assert materialised == everything()
+    assert set(checks) == every_check()
+    # One run per training partition (its own MLflow run), one per group of unpartitioned assets.
+    assert sorted(r.partition for r in runs if r.partition) == sorted(partitions)
+    lab["results"]["backfill"] = {"id": backfill_id, "runs": [r.run_id for r in runs], "materialised": materialised}
+
+
+def test_materialize_all_with_one_partition_selected_loads_the_other_partitions_from_storage(lab):
+    """The UI's "Materialize all" with one training partition selected: one run over every asset."""
+    api, instance = lab["api"], lab["instance"]
+    assert "backfill" in lab["results"], "needs the partitions the backfill stored"
+    chosen = "mlp.shifted.s0"
+    run_id = api.launch_assets_run(sorted({asset for asset, _ in everything()}), partition=chosen,
+                                   run_config=TINY_CONFIG)
+    statuses = wait_for_runs(api, [run_id])
+    assert statuses[run_id] == "SUCCESS", api.step_failures(run_id)
+    materialised, checks = produced(instance, [run_id])
+    expected = {(asset, partition) for asset, partition in everything() if partition in (None, chosen)}
+    assert materialised == expected
+    assert set(checks) == every_check()
+    # The analyses read the other partitions' stored values: the report names the backfill's runs for them.
+    report = _defs().load_asset_value("lecture_report", instance=instance)
+    runs = {row["partition"]: row["mlflow_run_id"] for row in report["runs"]}
+    mlflow = {run.data.tags["dagster.partition"]: run for run in experiment_runs(lab["home"])
+              if run.info.run_id in runs.values()}
+    assert set(runs) == {p for a, p in everything() if a == "trained_model"}
+    assert mlflow[chosen].data.tags["dagster.run_id"] == run_id
+    assert mlflow["seed_cnn.plain.s0"].data.tags["dagster.run_id"] in lab["results"]["backfill"]["runs"]
+    lab["results"]["materialize_all"] = {"id": run_id, "materialised": materialised}
+
+
+def _requested(result) -> dict[str, set]:
+    """What one automation evaluation requested: asset name -> partitions (None for unpartitioned)."""
+    requested = {}
+    for asset_result in result.results:
+        subset = asset_result.true_subset
+        if not subset.size or not isinstance(asset_result.key, dg.AssetKey):
+            continue
+        partitions = subset.expensively_compute_partition_keys() if subset.is_partitioned else {None}
+        requested[asset_result.key.to_user_string()] = set(partitions)
+    return requested
+
+
+def test_one_weekly_tick_rebuilds_every_asset_once_in_dependency_order(lab):
+    """The weekly rebuild's conditions evaluated on this instance at a cron tick (simulated time), and
+    what they request launched through the webserver, round after round, until nothing more is asked."""
+    api, instance = lab["api"], lab["instance"]
+    defs = _defs()
+    now = datetime(2027, 1, 4, 2, 59, tzinfo=timezone.utc)  # a Monday, one minute before the tick
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
+    assert result.total_requested == 0
+    run_ids, rounds = [], []
+    for _ in range(10):
+        now += timedelta(minutes=2)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now,
+                                                   cursor=result.cursor)
+        requested = _requested(result)
+        if not requested:
+            break
+        rounds.append(sorted(requested))
+        unpartitioned = sorted(asset for asset, parts in requested.items() if parts == {None})
+        by_partition: dict[str, list[str]] = {}
+        for asset, parts in requested.items():
+            for partition in parts - {None}:
+                by_partition.setdefault(partition, []).append(asset)
+        launched = ([api.launch_assets_run(unpartitioned, run_config=TINY_CONFIG)] if unpartitioned else [])
+        launched += [api.launch_assets_run(sorted(assets), partition=partition, run_config=TINY_CONFIG,
+                                           tags={"convlab/trigger": "weekly"})
+                     for partition, assets in sorted(by_partition.items())]
+        statuses = wait_for_runs(api, launched)
+        assert set(statuses.values()) == {"SUCCESS"}, {r: api.step_failures(r) for r in launched}
+        run_ids += launched
+    materialised, checks = produced(instance, run_ids)
+    assert materialised == everything() == lab["results"]["backfill"]["materialised"]
+    assert set(checks) == every_check()
+    assert rounds[0] == ["mnist", "parameter_counts"] and rounds[-1] == ["lecture_report"], rounds
+    # Each asset partition exactly once: no asset was rebuilt twice for one tick.
+    assert sum(len(instance.all_logs(r, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)) for r in run_ids) \
+        == len(everything())
+    lab["results"]["weekly"] = {"rounds": rounds, "runs": run_ids}
+
+
+def test_the_report_names_the_runs_it_read_and_embeds_every_figure(lab):
+    from conv_core.report import REPORT_FIGURES
+
+    report = _defs().load_asset_value("lecture_report", instance=lab["instance"])
+    html = Path(report["path"]).read_text()
+    assert report["figures_missing"] == []
+    assert "Figure not available" not in html
+    assert html.count("data:image/png;base64,") >= len(REPORT_FIGURES)
+    mlflow_runs = {run.info.run_id: run for run in experiment_runs(lab["home"])}
+    for row in report["runs"]:
+        assert row["partition"] in html and row["mlflow_run_id"] in html
+        run = mlflow_runs[row["mlflow_run_id"]]
+        assert run.data.tags["dagster.partition"] == row["partition"]
+        assert run.info.run_name == row["partition"].replace(".", "/")
+        assert run.info.status == "FINISHED"
+
+
+def test_a_failed_step_reports_its_exception_class_and_message(lab):
+    from pipelines.jobs import failure_reasons
+
+    api, instance = lab["api"], lab["instance"]
+    bad = {"ops": {**TINY_CONFIG["ops"], "trained_model": {"config": {**TINY_TRAINING, "lr": -1.0}}}}
+    run_id = api.launch_assets_run(["trained_model"], partition="seed_cnn.plain.s0", run_config=bad)
+    assert wait_for_runs(api, [run_id])[run_id] == "FAILURE"
+    expected = "trained_model: ValueError: TrainConfig.lr must be positive, got -1.0"
+    assert api.step_failures(run_id) == [expected]  # what make run prints
+    events = [e.dagster_event for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+    assert failure_reasons(events) == [expected]  # what the failure sensor logs
