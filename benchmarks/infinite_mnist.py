@@ -12,8 +12,8 @@ on CPU the process's peak RSS from building the generator to the last batch
 CUDA torch.cuda.max_memory_allocated. Rates are given per wall-clock second
 and per CPU-second of the process (less disturbed on a shared machine). The
 digits are the offline sample; every batch is a fresh index range. For scale:
-infimnist's C library makes 0.41-0.51 M digits/s on this 2-core machine and
-needs 1.6 GB (design.md section 8).
+infimnist's C library (Loosli, Canu and Bottou) made 0.41-0.51 M digits/s
+on a 2-core machine of this kind and needs 1.6 GB.
 """
 
 from __future__ import annotations

@@ -31,6 +31,12 @@ ERROR_FIELDS = """
 """
 
 
+def exception_text(class_name: str | None, message: str) -> str:
+    """`ValueError: lr must be positive`: Dagster's messages already start with the class name, mostly."""
+    message = message.strip()
+    return message if not class_name or message.startswith(f"{class_name}:") else f"{class_name}: {message}"
+
+
 class DagsterApiError(RuntimeError):
     """The webserver answered with an error (or not at all)."""
 
@@ -167,5 +173,5 @@ class DagsterApi:
             if event["__typename"] != "ExecutionStepFailureEvent" or not event.get("error"):
                 continue
             error = (event["error"].get("causes") or [event["error"]])[-1]  # the asset's own exception
-            reasons.append(f"{event['stepKey']}: {error['className']}: {error['message'].strip()}")
+            reasons.append(f"{event['stepKey']}: {exception_text(error['className'], error['message'])}")
         return reasons

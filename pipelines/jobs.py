@@ -14,6 +14,7 @@ import os
 
 import dagster as dg
 
+from pipelines.dagster_api import exception_text
 from pipelines.resources.tracking import MlflowTracking
 
 TRAINING = dg.AssetSelection.assets("trained_model")
@@ -62,7 +63,7 @@ def failure_reasons(step_failure_events) -> list[str]:
         while error is not None and error.cause is not None:
             error = error.cause
         if error is not None:
-            reasons.append(f"{event.step_key}: {error.cls_name}: {error.message.strip()}")
+            reasons.append(f"{event.step_key}: {exception_text(error.cls_name, error.message)}")
     return reasons
 
 
