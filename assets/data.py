@@ -119,7 +119,7 @@ def infinite_mnist(context: dg.AssetExecutionContext, config: InfiniteMnistSetti
         "ink_ratio_p95": float(ink_ratio.quantile(0.95)),
     }
     spec = stream.spec()
-    metadata = figure_metadata(context, figure, "infinite_preview")
+    metadata = figure_metadata(context, figure, "infinite_digits")
     return dg.Output({"spec": spec, "statistics": statistics, "preview": preview, "preview_indices": indices,
                       "preview_labels": labels, "figures": figure_paths(metadata)}, metadata={
         "mode": config.mode,

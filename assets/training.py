@@ -27,6 +27,8 @@ from pipelines.resources.tracking import MlflowTracking
 from pipelines.resources.versions import content_hash, git_commit, library_versions, versioned_output
 
 GROUP = "training"
+# Set on the MLflow run of a model that failed its blocking checks (its run ends FAILED).
+REJECTED_TAG = "convlab.failed_checks"
 
 # What a Kubernetes deployment (dagster-k8s executor or run launcher) needs to
 # put a training step on a node with a GPU.
@@ -106,6 +108,7 @@ def _training_figures(result, experiment: Experiment) -> dict:
     code_version="2",
     pool="gpu",
     op_tags=GPU_OP_TAGS,
+    output_required=False,  # a model failing its blocking checks is not stored
     check_specs=[dg.AssetCheckSpec("finite_weights", asset="trained_model", blocking=True,
                                    description="Every weight and bias is finite."),
                  dg.AssetCheckSpec("accuracy_floor", asset="trained_model", blocking=True,
@@ -151,6 +154,16 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
                          "training_seconds": result.seconds}, step=train_config.epochs)
         figures = _training_figures(result, experiment)
         metadata = publish_figures(context, figures, run, "figures")
+        guards = model_guards(result.model.state_dict(), accuracy)
+        failed = [guard.check_name for guard in guards if not guard.passed]
+        if failed:
+            # Rejected: no output, so the last good stored value stays what downstream reads;
+            # the MLflow run ends FAILED and says why.
+            run.set_tags({REJECTED_TAG: ", ".join(failed)})
+            checkpoint.unlink(missing_ok=True)
+            yield from guards
+            raise dg.Failure(f"{experiment.key} failed its blocking checks ({', '.join(failed)}: test accuracy "
+                             f"{accuracy:.4f}); not stored, the previous value of this partition stays in use")
         example = (mnist["test_images"][:4].float() / 255).unsqueeze(1).numpy()
         model_uri = run.log_model(portable_model(result.model), input_example=example)
     checkpoint.unlink(missing_ok=True)  # finished and recorded: nothing left to resume
@@ -186,7 +199,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "mlflow_model_uri": model_uri,
         **metadata,
     })
-    yield from model_guards(value["state_dict"], accuracy)
+    yield from guards
 
 
 class EvaluationSettings(dg.Config):

@@ -134,6 +134,12 @@ class DagsterApi:
                           {"selector": {**self.repository(), "sensorName": name}})
         return self._check(data["startSensor"], "Sensor")["sensorState"]["status"]
 
+    def pool(self, name: str) -> dict:
+        """A concurrency pool: `activeRunIds` hold its slots, `pendingStepRunIds` wait for one."""
+        data = self.query("""query($key: String!) { instance { concurrencyLimit(concurrencyKey: $key) {
+            limit activeRunIds pendingStepRunIds } } }""", {"key": name})
+        return data["instance"]["concurrencyLimit"]
+
     def backfill_status(self, backfill_id: str) -> str:
         data = self.query("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
             __typename ... on PartitionBackfill { status } ... on Error { message } } }""", {"id": backfill_id})

@@ -3,7 +3,8 @@
 import dagster as dg
 
 from assets import analysis, checks, data, figures, report, training
-from pipelines.jobs import full_pipeline, report_failed_runs, train_models, weekly_full_pipeline, weekly_rebuild_condition
+from pipelines.jobs import (fail_dead_runs_sensor, full_pipeline, report_failed_runs, train_models, weekly_full_pipeline,
+                           weekly_rebuild_condition)
 from pipelines.resources.compute import Compute
 from pipelines.resources.io_manager import ConvlabIOManager
 from pipelines.resources.tracking import MlflowTracking
@@ -18,7 +19,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES, automation_condition=weekly_rebuild_condition()),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=[full_pipeline, train_models],
-    sensors=[weekly_full_pipeline, report_failed_runs],
+    sensors=[weekly_full_pipeline, report_failed_runs, fail_dead_runs_sensor],
     executor=dg.in_process_executor,
     resources={
         "io_manager": ConvlabIOManager(),

@@ -15,6 +15,7 @@ import os
 import dagster as dg
 
 from pipelines.dagster_api import exception_text
+from pipelines.recovery import fail_dead_runs
 from pipelines.resources.tracking import MlflowTracking
 
 TRAINING = dg.AssetSelection.assets("trained_model")
@@ -77,3 +78,12 @@ def report_failed_runs(context: dg.RunFailureSensorContext, mlflow_tracking: Mlf
     closed = mlflow_tracking.close_orphaned_runs(run.run_id)
     if closed:
         context.log.info(f"marked MLflow runs FAILED: {', '.join(closed)}")
+
+
+@dg.sensor(name="fail_dead_runs", default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+           description="Ends FAILED (in Dagster and MLflow) every run whose process died, so its pool slot is freed.")
+def fail_dead_runs_sensor(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
+    ended = fail_dead_runs(context.instance, mlflow_tracking)
+    for dead in ended:
+        context.log.warning(dead.describe())
+    return dg.SkipReason(f"ended {len(ended)} dead run(s)" if ended else "no dead run")

@@ -20,12 +20,14 @@ from pathlib import Path
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
 from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
+from pipelines.recovery import fail_dead_runs
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
 from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
 from pipelines.resources.tracking import MlflowTracking
 from pipelines.services import LocalDagster, running_ui
 
 POLL_SECONDS = 2
+TRAINING_POOL = "gpu"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,6 +70,22 @@ def selected_experiments(args: argparse.Namespace) -> list[Experiment]:
     return chosen
 
 
+def check_the_rest_is_stored(chosen: list[Experiment]) -> None:
+    """The comparison and the report read every training partition: those not chosen must be stored already.
+    Said before any training starts, not after."""
+    import dagster as dg
+
+    from pipelines.resources.io_manager import ConvlabIOManager
+
+    storage = ConvlabIOManager()
+    missing = [e.key for e in experiments() if e not in chosen
+               and not storage.has_stored(dg.AssetKey("trained_model"), e.key)]
+    if missing:
+        raise SystemExit(f"run_comparison and the report read every experiment, and {len(missing)} of those not "
+                         f"selected have never been trained here: {', '.join(missing)}. Run `make run` without "
+                         "--models/--variants/--seeds first (or select them too).")
+
+
 def run_config(args: argparse.Namespace) -> dict:
     """The launchpad config the backfill's runs get (only what was asked; the rest keeps its defaults)."""
     mnist = {"source": args.source, "idx_dir": args.idx_dir, "train_limit": args.train_limit,
@@ -92,9 +110,21 @@ def _describe(run: RunSummary) -> str:
     return f"{run.status.lower():>8}: {what}{assets}{took} (run {run.run_id[:8]})"
 
 
+def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
+    """`waiting for the gpu pool: held by run ... [partition]` when a run of ours waits for a training slot."""
+    pool = api.pool(TRAINING_POOL)
+    ours = {r.run_id: r for r in runs}
+    if not set(pool["pendingStepRunIds"]) & set(ours):
+        return None
+    holders = [f"{run_id[:8]}" + (f" [{ours[run_id].partition}]" if run_id in ours and ours[run_id].partition else
+                                  " (not of this backfill)") for run_id in pool["activeRunIds"]]
+    return f"waiting for the {TRAINING_POOL} pool (limit {pool['limit']}): held by run {', '.join(holders) or 'none'}"
+
+
 def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
     """Print each run of the backfill as it finishes (and why it failed); return the final state and the runs."""
     reported: set[str] = set()
+    waiting = None
     while True:
         status = api.backfill_status(backfill_id)
         runs = api.runs(tags={BACKFILL_TAG: backfill_id})
@@ -106,6 +136,10 @@ def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
                     print(f"          {reason}", file=sys.stderr, flush=True)
         if status in BACKFILL_DONE and all(r.status in RUN_DONE for r in runs):
             return status, runs
+        now_waiting = pool_waits(api, [r for r in runs if r.status not in RUN_DONE])
+        if now_waiting and now_waiting != waiting:
+            print(f"          {now_waiting}", flush=True)
+        waiting = now_waiting
         time.sleep(POLL_SECONDS)
 
 
@@ -152,11 +186,22 @@ def submit_and_follow(api: DagsterApi, chosen: list[Experiment], config: dict) -
     return backfill_id
 
 
+def recover(tracking: MlflowTracking) -> None:
+    """End the runs a killed process left behind (they would hold the training pool for ever)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        for dead in fail_dead_runs(instance, tracking):
+            print(f"recovered: {dead.describe()}", flush=True)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     home = ensure_dagster_home()
     chosen = selected_experiments(args)
+    check_the_rest_is_stored(chosen)
     started = time.perf_counter()
+    recover(MlflowTracking())
     print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
     api = running_ui(home)
     try:

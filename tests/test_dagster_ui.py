@@ -12,6 +12,7 @@ were evaluated, in that way's own runs. Tiny data: the quick experiment set
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -218,3 +219,48 @@ def test_a_failed_step_reports_its_exception_class_and_message(lab):
     assert api.step_failures(run_id) == [expected]  # what make run prints
     events = [e.dagster_event for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
     assert failure_reasons(events) == [expected]  # what the failure sensor logs
+
+
+def _epochs_logged(home, run_id: str) -> int:
+    from conftest import tracking_client
+
+    return len(tracking_client(home).get_metric_history(run_id, "train_loss"))
+
+
+def test_a_run_killed_mid_training_is_ended_and_the_rerun_resumes_from_its_checkpoint(lab):
+    """kill -9 of a training run's process: within a bounded time the daemon ends it FAILED (its MLflow run too)
+    and frees its `gpu` pool slot, so the rerun, queued behind it, trains, resuming after the last saved epoch."""
+    import os
+    import signal
+
+    from pipelines.recovery import run_pid
+
+    api, instance, home = lab["api"], lab["instance"], lab["home"]
+    partition = "mlp.plain.s0"
+    long = {"ops": {**TINY_CONFIG["ops"], "trained_model": {"config": {**TINY_TRAINING, "epochs": 400}}}}
+    killed = api.launch_assets_run(["trained_model"], partition=partition, run_config=long)
+    deadline = time.monotonic() + 180
+    mlflow_run = None
+    while mlflow_run is None or _epochs_logged(home, mlflow_run.info.run_id) < 3:
+        assert time.monotonic() < deadline, "the long run never got to its third epoch"
+        assert api.run_status(killed) in ("QUEUED", "STARTING", "STARTED")
+        mlflow_run = next((r for r in experiment_runs(home) if r.data.tags.get("dagster.run_id") == killed), None)
+        time.sleep(0.5)
+    os.kill(run_pid(instance, killed), signal.SIGKILL)
+    killed_at, killed_wall = time.monotonic(), time.time()
+    rerun = api.launch_assets_run(["trained_model"], partition=partition, run_config=long)
+
+    while api.run_status(killed) != "FAILURE":
+        assert time.monotonic() - killed_at < 120, "the killed run was not ended within 120 s"
+        time.sleep(1)
+    statuses = wait_for_runs(api, [rerun])
+    assert statuses[rerun] == "SUCCESS", api.step_failures(rerun)
+    killed_mlflow = next(r for r in experiment_runs(home) if r.info.run_id == mlflow_run.info.run_id)
+    assert killed_mlflow.info.status == "FAILED"
+    logs = [e.user_message for e in instance.all_logs(rerun) if "resuming" in (e.user_message or "")]
+    assert logs and "after epoch" in logs[0], "the rerun started over instead of resuming"
+    epochs = [e.timestamp for e in instance.all_logs(rerun) if re.match(r"epoch \d+/", e.user_message or "")]
+    seconds = min(epochs) - killed_wall
+    lab["results"]["kill"] = {"killed": killed, "rerun": rerun, "kill_to_rerun_first_epoch_s": seconds}
+    print(f"\nkill -9 -> the rerun's first epoch: {seconds:.0f} s; killed run {killed}: FAILURE in Dagster, "
+          f"{killed_mlflow.info.status} in MLflow")

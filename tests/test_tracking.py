@@ -61,7 +61,6 @@ def test_close_orphaned_runs_fails_only_the_dagster_runs_own(convlab_home):
 @pytest.mark.slow
 def test_failing_training_step_leaves_its_mlflow_run_failed_and_the_sensor_closes_orphans(convlab_home):
     from pipelines.definitions import defs
-    from pipelines.resources.partitions import training_key
 
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("full_pipeline")
@@ -72,7 +71,7 @@ def test_failing_training_step_leaves_its_mlflow_run_failed_and_the_sensor_close
     # A learning rate this large makes the loss NaN at the second step (lr is
     # only checked to be positive and finite): conv_core raises
     # NonFiniteLossError inside the MLflow run.
-    partition = str(training_key("mlp", "plain"))
+    partition = "mlp.plain.s0"
     failed = job.execute_in_process(
         instance=instance, asset_selection=[dg.AssetKey("trained_model")], partition_key=partition,
         run_config={"ops": {"trained_model": {"config": {"epochs": 1, "lr": 1e30}}}}, raise_on_error=False)

@@ -22,7 +22,7 @@ from conv_core.report.html import format_percent, render_report
 REPORT_FIGURES = (
     "digit_examples", "weights_vs_signals", "layer1_filters", "layer2_filters", "training_curves",
     "confusion_matrix", "triplet", "triplet_ratios", "measures_by_layer", "pca_maps", "accuracy_vs_weights",
-    "nine_shifts", "infinite_preview", "accuracy_by_variant", "class_map", "layer1_gradients_vs_filters",
+    "nine_shifts", "infinite_digits", "accuracy_by_variant", "class_map", "layer1_gradients_vs_filters",
     "layer2_unit_projections", "top_activations", "hallucinations", "class_hallucinations",
 )
 
@@ -247,7 +247,7 @@ def augmentation_section(values: dict, figures: dict[str, bytes]) -> Section:
         [Facts([("training digits", source), (f"after all {factor} one-pixel shifts", expanded),
                 ("factor", f"{expanded / source:g}x" if source else None)]),
          Row([_figure(figures, "nine_shifts", f"one digit, its {factor} shifted versions", "small"),
-              _figure(figures, "infinite_preview", "infinite MNIST: an original of each class and 8 deformations",
+              _figure(figures, "infinite_digits", "infinite MNIST: an original of each class and 8 deformations",
                       "large")]),
          Facts(infinite_facts) if infinite_facts else Text(""),
          Table(["model", "data", "test accuracy", "spread (std)", "seeds"], variant_rows,

@@ -69,6 +69,9 @@ class ConvlabIOManager(dg.ConfigurableIOManager):
                 return path
         return None
 
+    def has_stored(self, asset_key: dg.AssetKey, partition: str | None = None) -> bool:
+        return self._stored(asset_key, partition) is not None
+
     def _load_one(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
         path = self._stored(asset_key, partition)
         if path is None:

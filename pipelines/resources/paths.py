@@ -30,8 +30,8 @@ def mlflow_dir() -> Path:
 # The instance settings of this lab. Pools: one step at a time in each, so
 # training steps (pool "gpu") never share one local GPU. Runs: a few at once,
 # queued beyond that (each run is a process holding torch). Run monitoring:
-# the daemon fails a run whose process died (kill -9, out of memory) instead
-# of leaving it STARTED for ever.
+# the daemon frees the pool slots of a run that ended without freeing them
+# (one whose process died: pipelines.recovery ends those FAILED).
 DAGSTER_YAML_MARK = "# Written by convlab"
 DAGSTER_YAML = f"""\
 {DAGSTER_YAML_MARK}: rewritten when convlab changes it; delete this line to keep your own edits.
@@ -45,6 +45,7 @@ run_monitoring:
   start_timeout_seconds: 180
   cancel_timeout_seconds: 60
   poll_interval_seconds: 15
+  free_slots_after_run_end_seconds: 10
 telemetry:
   enabled: false
 """

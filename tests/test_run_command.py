@@ -1,0 +1,35 @@
+"""`make run`'s choices, made before anything trains: which partitions, which config, what must exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.run import check_the_rest_is_stored, parse_args, run_config, selected_experiments
+
+
+def _keys(argv: list[str]) -> list[str]:
+    return [e.key for e in selected_experiments(parse_args(argv))]
+
+
+def test_the_filters_pick_partitions_of_the_experiment_set():
+    assert len(_keys([])) == 8  # the quick set of the tests: every partition by default
+    assert _keys(["--models", "seed_cnn", "--variants", "plain", "shifted"]) == ["seed_cnn.plain.s0",
+                                                                                   "seed_cnn.shifted.s0"]
+    with pytest.raises(SystemExit, match="seed\\(s\\) \\[4\\] are not in the experiment set"):
+        _keys(["--seeds", "4"])
+    with pytest.raises(SystemExit, match="no experiment matches"):
+        _keys(["--models", "vgg_small", "--variants", "shifted"])
+
+
+def test_only_the_options_given_become_run_config():
+    assert run_config(parse_args([])) == {"ops": {}}
+    config = run_config(parse_args(["--source", "sample", "--train-limit", "400", "--epochs", "3", "--lr", "0.002"]))
+    assert config == {"ops": {"mnist": {"config": {"source": "sample", "train_limit": 400}},
+                              "trained_model": {"config": {"epochs": 3, "lr": 0.002}}}}
+
+
+def test_a_partial_selection_on_a_fresh_folder_fails_before_training(convlab_home):
+    chosen = selected_experiments(parse_args(["--models", "seed_cnn"]))
+    with pytest.raises(SystemExit, match="never been trained here: mlp.plain.s0, vgg_small.plain.s0"):
+        check_the_rest_is_stored(chosen)
+    check_the_rest_is_stored(selected_experiments(parse_args([])))  # everything chosen: nothing to load
