@@ -139,7 +139,7 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
 
 
 RUN_FIELDS = ("partition", "model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds",
-              "mlflow_run_id", "data_sha256")
+              "mlflow_run_id", "data_identity")
 
 
 def _runs_read(trained_model: dict) -> list[dict]:
@@ -149,12 +149,13 @@ def _runs_read(trained_model: dict) -> list[dict]:
 
 
 def comparison_rows(trained_model: dict) -> tuple[pd.DataFrame, list[str]]:
-    """One row per training partition on the explained run's data; the partitions left out (other data)."""
-    rows = [{**{k: value[k] for k in RUN_FIELDS if k != "partition"}, "partition": key,
+    """One row per training partition on the explained run's data (same data identity: bytes and subset);
+    the partitions left out (trained on other data)."""
+    rows = [{**{k: value.get(k) for k in RUN_FIELDS if k != "partition"}, "partition": key,
              "epochs": value["config"]["epochs"]} for key, value in trained_model.items()]
-    reference = trained_model[EXPLAINED.key]["data_sha256"] if EXPLAINED.key in trained_model else rows[0]["data_sha256"]
-    kept = [r for r in rows if r["data_sha256"] == reference]
-    left_out = sorted(r["partition"] for r in rows if r["data_sha256"] != reference)
+    reference = trained_model[EXPLAINED.key] if EXPLAINED.key in trained_model else next(iter(trained_model.values()))
+    kept = [r for r in rows if r["data_identity"] == reference.get("data_identity")]
+    left_out = sorted(r["partition"] for r in rows if r["data_identity"] != reference.get("data_identity"))
     frame = pd.DataFrame(kept)[["partition", *RUN_FIELDS[1:], "epochs"]]
     return frame.sort_values(["data_variant", "weights", "model", "seed"]).reset_index(drop=True), left_out
 

@@ -125,7 +125,7 @@ def top_activations(context: dg.AssetExecutionContext, trained_model: dict, mnis
 
 class HallucinationSettings(dg.Config):
     steps: int = Field(default=100, description="gradient-ascent steps per image")
-    step_size: float = 0.01
+    step_size: float = Field(default=0.01, description="each step moves the input by this times g / mean|g|")
     class_steps: int = Field(default=150, description="steps for the per-class hallucinations")
 
 
@@ -165,7 +165,7 @@ def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSetti
 class SlidingSettings(dg.Config):
     canvas_size: int = Field(default=112, description="side of the square canvas, pixels")
     digits: int = Field(default=5, description="test digits placed on the canvas")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the digits' choice and placement")
     threshold: float = Field(default=BACKGROUND_THRESHOLD, description="below this top softmax probability a window is background")
 
 

@@ -126,13 +126,14 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     settings = {k: v for k, v in train_config.as_dict().items() if k != "device"}
     if experiment.variant == "infinite":
         settings["infinite_mode"] = config.infinite_mode
-    version = content_hash(settings, provenance["sha256_combined"], provenance.get("subset"))
+    version = content_hash(settings, provenance["identity"])
     checkpoint = storage_dir() / "checkpoints" / experiment.key / f"{version}.pt"
     counts = count_parameters(experiment.model)
     params = {
         "config": train_config.as_dict(), "model": experiment.model, "data_variant": experiment.variant,
         "infinite_mode": config.infinite_mode if experiment.variant == "infinite" else "none",
         "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
+        "data_identity": provenance["identity"],
         "data_is_5000_digit_sample": provenance.get("is_sample", False),
         "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
         "seed": experiment.seed, "device": str(device),
@@ -175,7 +176,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "history": history, "test_accuracy": accuracy, "training_seconds": result.seconds,
         "weights": counts.weights, "device": result.device, "precision": result.precision,
         "mlflow_run_id": run.run_id, "mlflow_run_name": experiment.run_name, "mlflow_model_uri": model_uri,
-        "data_sha256": provenance["sha256_combined"], "version": version,
+        "data_sha256": provenance["sha256_combined"], "data_identity": provenance["identity"], "version": version,
         "figures": figure_paths(metadata),
     }
     context.log.info(f"{experiment.run_name}: test accuracy {accuracy:.4f} in {result.seconds:.1f} s")

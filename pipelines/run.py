@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -81,8 +82,8 @@ def check_the_rest_is_stored(chosen: list[Experiment]) -> None:
     missing = [e.key for e in experiments() if e not in chosen
                and not storage.has_stored(dg.AssetKey("trained_model"), e.key)]
     if missing:
-        raise SystemExit(f"run_comparison and the report read every experiment, and {len(missing)} of those not "
-                         f"selected have never been trained here: {', '.join(missing)}. Run `make run` without "
+        raise SystemExit(f"run_comparison and the report read every experiment, and these, not selected, have "
+                         f"never been trained here: {', '.join(missing)}. Run `make run` without "
                          "--models/--variants/--seeds first (or select them too).")
 
 
@@ -195,7 +196,21 @@ def recover(tracking: MlflowTracking) -> None:
             print(f"recovered: {dead.describe()}", flush=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> None:
+    # SIGTERM (kill, a closed terminal) stops like Ctrl-C: the backfill cancelled, our Dagster stopped.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        raise SystemExit("stopped")
+
+
+def run(argv=None) -> None:
     args = parse_args(argv)
     home = ensure_dagster_home()
     chosen = selected_experiments(args)
@@ -204,18 +219,15 @@ def main(argv=None) -> None:
     recover(MlflowTracking())
     print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
     api = running_ui(home)
-    try:
-        if api is not None:
-            print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
-            submit_and_follow(api, chosen, run_config(args))
-        else:
-            log = convlab_home() / "logs" / "dagster-run.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
-            with LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log) as dagster:
-                submit_and_follow(dagster.api, chosen, run_config(args))
-    except KeyboardInterrupt:
-        raise SystemExit("stopped")
+    if api is not None:
+        print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
+        submit_and_follow(api, chosen, run_config(args))
+    else:
+        log = convlab_home() / "logs" / "dagster-run.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
+        with LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log) as dagster:
+            submit_and_follow(dagster.api, chosen, run_config(args))
     summarise(home, started)
 
 

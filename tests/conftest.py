@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-# The tests serve the `quick` experiment set (one seed: 8 training partitions);
-# set before the definitions are imported, since the partitions are fixed then.
-os.environ["CONVLAB_EXPERIMENTS"] = "quick"
+# The tests serve four experiments: the two the analyses read, and the CNN on
+# each augmented variant (every model trains in tests/test_models.py). Set
+# before the definitions are imported, since the partitions are fixed then.
+TEST_EXPERIMENTS = ("seed_cnn.plain.s0", "mlp.plain.s0", "seed_cnn.shifted.s0", "seed_cnn.infinite.s0")
+os.environ["CONVLAB_EXPERIMENTS"] = ",".join(TEST_EXPERIMENTS)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

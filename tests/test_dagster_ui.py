@@ -6,7 +6,7 @@ the API the UI calls: (b) a backfill of every asset over every partition
 (what `make run` submits), (a) "Materialize all" with one training partition
 selected, (c) the weekly rebuild, tick by tick. Each is judged on the
 instance: which (asset, partition) pairs were materialised and which checks
-were evaluated, in that way's own runs. Tiny data: the quick experiment set
+were evaluated, in that way's own runs. Tiny data: the four experiments of the tests
 (tests/conftest.py), 400 digits, 3 epochs.
 """
 
@@ -120,7 +120,7 @@ def test_materialize_all_with_one_partition_selected_loads_the_other_partitions_
     """The UI's "Materialize all" with one training partition selected: one run over every asset."""
     api, instance = lab["api"], lab["instance"]
     assert "backfill" in lab["results"], "needs the partitions the backfill stored"
-    chosen = "mlp.shifted.s0"
+    chosen = "seed_cnn.shifted.s0"
     run_id = api.launch_assets_run(sorted({asset for asset, _ in everything()}), partition=chosen,
                                    run_config=TINY_CONFIG)
     statuses = wait_for_runs(api, [run_id])
@@ -237,7 +237,7 @@ def test_a_run_killed_mid_training_is_ended_and_the_rerun_resumes_from_its_check
 
     api, instance, home = lab["api"], lab["instance"], lab["home"]
     partition = "mlp.plain.s0"
-    long = {"ops": {**TINY_CONFIG["ops"], "trained_model": {"config": {**TINY_TRAINING, "epochs": 400}}}}
+    long = {"ops": {**TINY_CONFIG["ops"], "trained_model": {"config": {**TINY_TRAINING, "epochs": 100}}}}
     killed = api.launch_assets_run(["trained_model"], partition=partition, run_config=long)
     deadline = time.monotonic() + 180
     mlflow_run = None

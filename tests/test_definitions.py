@@ -10,7 +10,7 @@ import sys
 import dagster as dg
 import pytest
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, TEST_EXPERIMENTS, subprocess_env
 from pipelines.definitions import defs
 from conv_core.experiments import EXPERIMENT_SETS, Experiment
 from pipelines.resources.partitions import experiments, training_partitions
@@ -55,9 +55,8 @@ def test_definitions_are_loadable_and_every_job_resolves():
 
 def test_training_partitions_are_exactly_the_experiment_set():
     keys = training_partitions.get_partition_keys()
-    assert keys == [e.key for e in experiments()]  # the tests serve the quick set (conftest.py)
-    assert [Experiment.parse(key) for key in keys] == list(EXPERIMENT_SETS["quick"])
-    assert "seed_cnn.plain.s0" in keys and "mlp.shifted.s0" in keys
+    assert keys == [e.key for e in experiments()] == list(TEST_EXPERIMENTS)  # the tests' list (conftest.py)
+    assert "seed_cnn.plain.s0" in keys and "seed_cnn.shifted.s0" in keys
     assert defs.resolve_assets_def("trained_model").partitions_def == training_partitions
     assert defs.resolve_assets_def("model_evaluation").partitions_def == training_partitions
 
@@ -75,9 +74,19 @@ def test_the_lecture_set_trains_every_model_and_compares_the_two_over_three_seed
         assert not set("|,[]") & set(experiment.key)
 
 
+def test_experiment_sets_by_name_or_as_a_list_of_keys(monkeypatch):
+    monkeypatch.setenv("CONVLAB_EXPERIMENTS", "quick")
+    assert experiments() == EXPERIMENT_SETS["quick"] and len(experiments()) == 8
+    monkeypatch.setenv("CONVLAB_EXPERIMENTS", "mlp.plain.s0, seed_cnn.plain.s0,mlp.plain.s0")
+    assert [e.key for e in experiments()] == ["mlp.plain.s0", "seed_cnn.plain.s0"]
+
+
 def test_an_unknown_experiment_set_or_key_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CONVLAB_EXPERIMENTS", "everything")
     with pytest.raises(ValueError, match="not an experiment set; known: lecture, quick"):
+        experiments()
+    monkeypatch.setenv("CONVLAB_EXPERIMENTS", "seed_cnn.plain.s0,vgg_small.plain.s0")
+    with pytest.raises(ValueError, match="must include mlp.plain.s0"):
         experiments()
     with pytest.raises(ValueError, match="not an experiment key"):
         Experiment.parse("plain|seed_cnn")

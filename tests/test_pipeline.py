@@ -44,7 +44,7 @@ def _plan(defs: dg.Definitions):
     downstream = dg.AssetSelection.assets(TRAINED).downstream().resolve(graph)
     before = keys - partitioned - downstream
     after = (keys - partitioned) & downstream
-    # run_comparison reads every partition, so every one trains (the quick set: tests/conftest.py).
+    # run_comparison reads every partition, so every one trains (the tests' four: tests/conftest.py).
     return before, partitioned, after, [e.key for e in experiments()]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import TEST_EXPERIMENTS
 from pipelines.run import check_the_rest_is_stored, parse_args, run_config, selected_experiments
 
 
@@ -12,13 +13,13 @@ def _keys(argv: list[str]) -> list[str]:
 
 
 def test_the_filters_pick_partitions_of_the_experiment_set():
-    assert len(_keys([])) == 8  # the quick set of the tests: every partition by default
+    assert _keys([]) == list(TEST_EXPERIMENTS)  # every partition by default
     assert _keys(["--models", "seed_cnn", "--variants", "plain", "shifted"]) == ["seed_cnn.plain.s0",
                                                                                    "seed_cnn.shifted.s0"]
     with pytest.raises(SystemExit, match="seed\\(s\\) \\[4\\] are not in the experiment set"):
         _keys(["--seeds", "4"])
     with pytest.raises(SystemExit, match="no experiment matches"):
-        _keys(["--models", "vgg_small", "--variants", "shifted"])
+        _keys(["--models", "mlp", "--variants", "shifted"])
 
 
 def test_only_the_options_given_become_run_config():
@@ -30,6 +31,6 @@ def test_only_the_options_given_become_run_config():
 
 def test_a_partial_selection_on_a_fresh_folder_fails_before_training(convlab_home):
     chosen = selected_experiments(parse_args(["--models", "seed_cnn"]))
-    with pytest.raises(SystemExit, match="never been trained here: mlp.plain.s0, vgg_small.plain.s0"):
+    with pytest.raises(SystemExit, match="these, not selected, have never been trained here: mlp.plain.s0. Run"):
         check_the_rest_is_stored(chosen)
     check_the_rest_is_stored(selected_experiments(parse_args([])))  # everything chosen: nothing to load

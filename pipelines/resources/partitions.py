@@ -5,7 +5,8 @@ multi-partition grid: Dagster's multi-partitions are a full cartesian product,
 and the lab trains 20 of the 36 (model x variant x seed) cells, so a grid would
 show 16 partitions that nothing ever trains, "Missing" for ever. The list keeps
 exactly the runs the lab makes, sorted by data variant, model and seed.
-`CONVLAB_EXPERIMENTS` picks the set (`lecture`, the default, or `quick`).
+`CONVLAB_EXPERIMENTS` picks the set: `lecture` (the default), `quick`, or a
+comma-separated list of experiment keys of one's own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 
 import dagster as dg
 
-from conv_core.experiments import DEFAULT_SET, EXPERIMENT_SETS, Experiment
+from conv_core.experiments import DEFAULT_SET, EXPERIMENT_SETS, EXPLAINED, REPRESENTED, Experiment
 
 EXPERIMENTS_VARIABLE = "CONVLAB_EXPERIMENTS"
 
@@ -22,9 +23,17 @@ EXPERIMENTS_VARIABLE = "CONVLAB_EXPERIMENTS"
 def experiments() -> tuple[Experiment, ...]:
     """The experiment set this code location serves (read when the definitions load)."""
     name = os.environ.get(EXPERIMENTS_VARIABLE) or DEFAULT_SET
-    if name not in EXPERIMENT_SETS:
-        raise ValueError(f"{EXPERIMENTS_VARIABLE}={name!r} is not an experiment set; known: {', '.join(EXPERIMENT_SETS)}")
-    return EXPERIMENT_SETS[name]
+    if name in EXPERIMENT_SETS:
+        return EXPERIMENT_SETS[name]
+    if "." not in name:
+        raise ValueError(f"{EXPERIMENTS_VARIABLE}={name!r} is not an experiment set; known: "
+                         f"{', '.join(EXPERIMENT_SETS)}, or a comma-separated list of keys like seed_cnn.plain.s0")
+    chosen = tuple(dict.fromkeys(Experiment.parse(key.strip()) for key in name.split(",") if key.strip()))
+    needed = [e.key for e in (EXPLAINED, *REPRESENTED) if e not in chosen]
+    if needed:
+        raise ValueError(f"{EXPERIMENTS_VARIABLE} must include {', '.join(needed)}: the figures explain "
+                         f"{EXPLAINED.key} and the representations compare {' and '.join(e.key for e in REPRESENTED)}")
+    return chosen
 
 
 training_partitions = dg.StaticPartitionsDefinition([e.key for e in experiments()])
