@@ -23,6 +23,7 @@ import functools
 import gzip
 import hashlib
 import logging
+import math
 import os
 import shutil
 import socket
@@ -82,6 +83,10 @@ class CountMismatchError(MnistFormatError):
     pass
 
 
+class BadCountError(MnistFormatError):
+    """A header count that no file can hold: negative (0x80000000 and above as unsigned)."""
+
+
 class LabelRangeError(MnistFormatError):
     pass
 
@@ -132,31 +137,44 @@ def _read_bytes(path: Path) -> bytes:
         raise BadGzipError(f"{path.name}: corrupt gzip stream ({e}) in {path}") from e
 
 
-def _parse_header(data: bytes, name: str, magic: int, kind: str, ndim: int) -> tuple[int, ...]:
+def _parse_header(data: bytes, name: str, magic: int, kind: str, item_shape: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """(count, *item_shape) from an IDX header, each field checked before the payload length.
+
+    Order: header length, magic, count, item shape (images: 28x28), then the
+    payload length, computed with Python ints so no header can overflow it.
+    """
+    ndim = 1 + len(item_shape)
     header_size = 4 * (1 + ndim)
     if len(data) < header_size:
         raise TruncatedFileError(f"{name}: {len(data)} bytes, too short for the {header_size}-byte IDX header")
-    found, *dims = np.frombuffer(data, dtype=">i4", count=1 + ndim).tolist()
+    found, count, *item = np.frombuffer(data, dtype=">i4", count=1 + ndim).tolist()
     if found != magic:
         raise BadMagicError(f"{name}: magic number {found}, expected {magic} ({kind})")
-    expected = header_size + int(np.prod(dims))
+    if count < 0:
+        raise BadCountError(f"{name}: header count {count} (0x{count & 0xFFFFFFFF:08X}) is negative, "
+                            f"not a possible number of {kind}")
+    if tuple(item) != item_shape:
+        raise BadImageSizeError(f"{name}: {kind} are {'x'.join(map(str, item))}, "
+                                f"expected {'x'.join(map(str, item_shape))}")
+    dims = [count, *item]
+    expected = header_size + count * math.prod(item)
     if len(data) < expected:
-        raise TruncatedFileError(f"{name}: {len(data)} bytes, but the header {dims} promises {expected}")
+        raise TruncatedFileError(f"{name}: the header {dims} promises {expected:,} bytes, "
+                                 f"but the file has {len(data):,}")
     if len(data) > expected:
-        raise MnistFormatError(f"{name}: {len(data) - expected} unexpected bytes after the {dims} data")
+        raise MnistFormatError(f"{name}: {len(data) - expected:,} unexpected bytes after the {dims} data "
+                               f"(the header promises {expected:,} bytes, the file has {len(data):,})")
     return tuple(dims)
 
 
 def _parse_images(data: bytes, name: str) -> torch.Tensor:
-    n, rows, cols = _parse_header(data, name, IMAGE_MAGIC, "images", ndim=3)
-    if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise BadImageSizeError(f"{name}: images are {rows}x{cols}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    n, rows, cols = _parse_header(data, name, IMAGE_MAGIC, "images", item_shape=(IMAGE_SIZE, IMAGE_SIZE))
     pixels = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
     return torch.from_numpy(pixels.copy())  # copy: frombuffer views are read-only
 
 
 def _parse_labels(data: bytes, name: str) -> torch.Tensor:
-    _parse_header(data, name, LABEL_MAGIC, "labels", ndim=1)
+    _parse_header(data, name, LABEL_MAGIC, "labels")
     labels = np.frombuffer(data, dtype=np.uint8, offset=8)
     if labels.size and labels.max() >= NUM_CLASSES:
         bad = int(np.argmax(labels >= NUM_CLASSES))
@@ -167,13 +185,13 @@ def _parse_labels(data: bytes, name: str) -> torch.Tensor:
 def read_idx_images(path) -> torch.Tensor:
     """Read an IDX image file (plain or .gz) into a uint8 tensor (N, 28, 28)."""
     path = Path(path)
-    return _parse_images(_read_bytes(path), path.name)
+    return _parse_images(_read_bytes(path), str(path))
 
 
 def read_idx_labels(path) -> torch.Tensor:
     """Read an IDX label file (plain or .gz) into an int64 tensor (N,) of digits 0-9."""
     path = Path(path)
-    return _parse_labels(_read_bytes(path), path.name)
+    return _parse_labels(_read_bytes(path), str(path))
 
 
 def _idx_bytes(tensor: torch.Tensor) -> bytes:
@@ -226,16 +244,28 @@ def load_test_split(folder) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _find_idx_files(folder: Path, roles=tuple(IDX_FILES)) -> dict[str, Path]:
-    """Role -> path for the IDX files in folder, preferring the uncompressed copy."""
-    found, missing = {}, []
+    """Role -> path for the IDX files in folder, preferring the uncompressed copy.
+
+    IsADirectoryError if a directory stands where a file is wanted (and no file of
+    that role exists), else FileNotFoundError if any file is missing.
+    """
+    found, missing, not_files = {}, [], []
     for role in roles:
         name = IDX_FILES[role]
         candidates = [folder / name, folder / f"{name}.gz"]
         existing = [p for p in candidates if p.is_file()]
         if existing:
             found[role] = existing[0]
+            continue
+        in_the_way = [p for p in candidates if p.exists()]  # exists, yet not a regular file
+        if in_the_way:
+            not_files += [f"{p} is a directory, not a file" if p.is_dir() else f"{p} is not a regular file"
+                          for p in in_the_way]
         else:
             missing.append(f"{name}[.gz]")
+    problems = not_files + ([f"missing in {folder}: {', '.join(missing)}"] if missing else [])
+    if not_files:
+        raise IsADirectoryError(f"MNIST IDX files: {'; '.join(problems)}")
     if missing:
         raise FileNotFoundError(f"missing MNIST IDX files in {folder}: {', '.join(missing)}")
     return found
@@ -310,7 +340,7 @@ def _splits_from_raw_bytes(raw: dict[str, bytes], names: dict[str, str], *, sour
 def _load_idx_folder(folder: Path, *, source: str, what: str) -> MnistSplits:
     paths = _find_idx_files(folder)
     raw = {role: _read_bytes(path) for role, path in paths.items()}
-    names = {role: path.name for role, path in paths.items()}
+    names = {role: str(path) for role, path in paths.items()}
     return _splits_from_raw_bytes(raw, names, source=source, what=what, location=folder.resolve())
 
 

@@ -16,6 +16,7 @@ import torch
 
 from conv_core import data
 from conv_core.data import (
+    BadCountError,
     BadGzipError,
     BadImageSizeError,
     BadMagicError,
@@ -300,10 +301,76 @@ def test_validation_errors_name_the_file(tmp_path, sample, corrupt):
 
 
 def test_errors_are_distinct_classes():
-    classes = [BadMagicError, BadImageSizeError, CountMismatchError, LabelRangeError, TruncatedFileError, BadGzipError]
+    classes = [BadMagicError, BadImageSizeError, CountMismatchError, BadCountError, LabelRangeError,
+               TruncatedFileError, BadGzipError]
     for a in classes:
         assert issubclass(a, MnistFormatError)
         assert not any(issubclass(a, b) for b in classes if b is not a)
+
+
+def write_header(path: Path, header: list[int], payload: bytes) -> None:
+    """An uncompressed IDX file with any header (signed big-endian 32-bit fields) over any payload."""
+    fields = b"".join(value.to_bytes(4, "big", signed=value < 0) for value in header)
+    path.write_bytes(fields + payload)
+
+
+def load_idx_dir(folder: Path):
+    return load_mnist(MnistConfig(source="idx_dir", idx_dir=str(folder)))
+
+
+def test_image_size_is_checked_before_the_payload_length(tmp_path, sample):
+    """A 32x32 header over 28x28 pixels is a wrong image size, not a truncated file."""
+    paths = write_splits(tmp_path / "idx", sample, suffix="", limit=10)
+    path = paths[NAMES[0]]
+    write_header(path, [2051, 10, 32, 32], bytes(10 * 28 * 28))
+    with pytest.raises(BadImageSizeError) as info:
+        load_idx_dir(tmp_path / "idx")
+    message = str(info.value)
+    assert str(path) in message and "images are 32x32, expected 28x28" in message
+
+
+@pytest.mark.parametrize("name, header, payload", [
+    (NAMES[2], [2051, -1, 28, 28], bytes(10 * 28 * 28)),  # the field is 0xFFFFFFFF
+    (NAMES[3], [2049, -1], bytes(10)),
+], ids=["images", "labels"])
+def test_a_negative_count_is_reported_as_invalid(tmp_path, sample, name, header, payload):
+    paths = write_splits(tmp_path / "idx", sample, suffix="", limit=10)
+    write_header(paths[name], header, payload)
+    with pytest.raises(BadCountError) as info:
+        load_idx_dir(tmp_path / "idx")
+    message = str(info.value)
+    assert str(paths[name]) in message
+    assert "count -1 (0xFFFFFFFF)" in message and "negative" in message
+    assert "unexpected bytes" not in message
+
+
+def test_huge_dimensions_report_the_real_promise_or_the_bad_field(tmp_path, sample):
+    """No overflow: huge rows/cols are a bad image size; a huge count promises its exact size."""
+    paths = write_splits(tmp_path / "idx", sample, suffix="", limit=10)
+    path = paths[NAMES[0]]
+    huge = 2**31 - 1
+    write_header(path, [2051, huge, huge, huge], bytes(10 * 28 * 28))
+    with pytest.raises(BadImageSizeError) as info:
+        load_idx_dir(tmp_path / "idx")
+    assert str(path) in str(info.value) and f"images are {huge}x{huge}, expected 28x28" in str(info.value)
+
+    write_header(path, [2051, huge, 28, 28], bytes(10 * 28 * 28))
+    with pytest.raises(TruncatedFileError) as info:
+        load_idx_dir(tmp_path / "idx")
+    promise = 16 + huge * 28 * 28  # Python ints: exact
+    assert str(path) in str(info.value)
+    assert f"promises {promise:,} bytes" in str(info.value) and f"the file has {16 + 10 * 28 * 28:,}" in str(info.value)
+
+
+def test_a_directory_in_place_of_a_file_is_named(tmp_path, sample):
+    paths = write_splits(tmp_path / "idx", sample, limit=10)
+    paths[NAMES[0]].unlink()
+    folder = tmp_path / "idx" / NAMES[0]
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        load_idx_dir(tmp_path / "idx")
+    message = str(info.value)
+    assert f"{folder} is a directory, not a file" in message and "missing" not in message
 
 
 def test_unknown_source_lists_the_valid_ones():
