@@ -13,9 +13,11 @@ import contextlib
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal, get_args
 
@@ -183,6 +185,87 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# what train() writes: key -> accepted types
+_CHECKPOINT_FIELDS = {
+    "format": int, "epoch": int, "config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+    "data_generator": torch.Tensor, "cpu_rng": torch.Tensor, "cuda_rng": (torch.Tensor, type(None)),
+    "history": list, "seconds": (int, float),
+}
+
+
+def _foreign_contents(checkpoint) -> str | None:
+    """Why `checkpoint` (safely loaded) is not something train() wrote; None if it could be."""
+    if not isinstance(checkpoint, dict):
+        return f"it holds a {type(checkpoint).__name__}, not a checkpoint dict"
+    missing = sorted(set(_CHECKPOINT_FIELDS) - set(checkpoint))
+    if missing:
+        return f"not a checkpoint written by train(): missing {', '.join(missing)}"
+    wrong = [f"{key} is a {type(checkpoint[key]).__name__}" for key, types in _CHECKPOINT_FIELDS.items()
+             if not isinstance(checkpoint[key], types)]
+    if wrong:
+        return f"not a checkpoint written by train(): {', '.join(wrong)}"
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        return f"checkpoint format {checkpoint['format']!r}, this code reads format {CHECKPOINT_FORMAT}"
+    if checkpoint["epoch"] < 1 or len(checkpoint["history"]) != checkpoint["epoch"]:
+        return f"epoch {checkpoint['epoch']} with {len(checkpoint['history'])} epochs of history"
+    return None
+
+
+def _short_reason(error: BaseException) -> str:
+    """`error` as "Class: first sentence", without torch's advice to load unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours part of its message
+    # torch's weights_only refusal: the unpickler's own finding follows this tag
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    sentences = [part.strip() for part in re.split(r"(?<=[.!?])\s+|\n+", text) if part.strip()]
+    unsafe = re.compile(r"weights_only|safe_globals|trusted source|trust the source", re.IGNORECASE)
+    sentences = [part for part in sentences if not unsafe.search(part)]
+    reason = " ".join(sentences[:2]) if sentences[:1] and sentences[0].endswith(":") else " ".join(sentences[:1])
+    reason = reason.rstrip(".") or "no message"
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return f"{type(error).__name__}: {reason}"
+
+
+def _move_aside(path: Path, reason: str, log: Callable[[str], None]) -> Path:
+    """Rename a checkpoint that cannot be used to <name>.damaged-<UTC time> beside it; never delete it."""
+    size = path.stat().st_size
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target, n = path.with_name(f"{path.name}.damaged-{stamp}"), 1
+    while target.exists():  # two in one second: keep both
+        target, n = path.with_name(f"{path.name}.damaged-{stamp}-{n}"), n + 1
+    try:
+        os.rename(path, target)
+    except OSError as e:
+        # training on would overwrite the damaged file with the first new checkpoint
+        raise RuntimeError(f"checkpoint {path} cannot be used ({reason}) and could not be moved "
+                           f"aside to {target}: {e}") from e
+    log(f"WARNING: checkpoint {path} ({size:,} bytes) cannot be used ({reason}); moved it to {target} "
+        f"and training starts afresh")
+    return target
+
+
+def _load_for_resume(path: Path, config: TrainConfig, log: Callable[[str], None]) -> dict | None:
+    """The checkpoint at `path` to resume from, or None after moving aside a damaged one.
+
+    Damaged: the safe (tensors and plain data only) load fails, or what it gives
+    is not what train() writes. A checkpoint of another config is not damaged:
+    that raises ValueError and the file stays.
+    """
+    try:
+        state = load_checkpoint(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise  # the path, not the file's contents: nothing to move aside
+    except Exception as e:  # truncated, corrupt, or holding objects the safe loader refuses
+        _move_aside(path, _short_reason(e), log)
+        return None
+    problem = _foreign_contents(state)
+    if problem is not None:
+        _move_aside(path, problem, log)
+        return None
+    _check_resumable(state, config, path)
+    return state
+
+
 def _check_resumable(checkpoint: dict, config: TrainConfig, path: Path) -> None:
     saved = checkpoint.get("config", {})
     wanted = config.as_dict()
@@ -254,7 +337,11 @@ def train(
     Adam with a per-step OneCycle schedule (peak lr = config.lr). If test data
     is given each epoch is evaluated on it. With `checkpoint_path` the full
     state is saved atomically after every epoch; `resume=True` continues from
-    it, giving bitwise the same weights as an uninterrupted run on CPU.
+    it, giving bitwise the same weights as an uninterrupted run on CPU. A
+    checkpoint that cannot be loaded safely (truncated, corrupt, holding objects
+    other than tensors and plain data) or is not what train() writes is renamed
+    to `<name>.damaged-<UTC time>`, logged, and training starts afresh; one of
+    another config raises ValueError and stays.
 
     `epoch_data(epoch)` (1-based), if given, supplies that epoch's images and
     labels in place of `train_images` (same count each epoch; the schedule
@@ -296,35 +383,50 @@ def train(
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     # fork_rng: seeding for init and dropout must not leak into the caller's global RNG.
     with torch.random.fork_rng(devices=cuda_devices), _deterministic(device), _thread_count(threads):
-        torch.manual_seed(config.seed)
-        model = build_model(config.model).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        size = model.input_size
-        forward = pool_before_relu(model)  # the same function and gradients, less ReLU work
-        # fused: one kernel for all parameters; a quarter of the MLP's step was Adam's many small ops.
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                     fused=device.type in ("cpu", "cuda"))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(config.seed)
+        def fresh_start():
+            """Model, optimizer, schedule and data generator as a run without checkpoint starts them."""
+            torch.manual_seed(config.seed)
+            model = build_model(config.model).to(device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            # fused: one kernel for all parameters; a quarter of the MLP's step was Adam's many small ops.
+            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                         fused=device.type in ("cpu", "cuda"))
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(config.seed)
+            return model, optimizer, scheduler, generator
+
+        state = None
+        if resume and checkpoint_path is not None and checkpoint_path.exists():
+            state = _load_for_resume(checkpoint_path, config, log)
+        model, optimizer, scheduler, generator = fresh_start()
         history: list[EpochStats] = []
         start_epoch, seconds_before = 0, 0.0
 
-        if resume and checkpoint_path is not None and checkpoint_path.exists():
-            state = load_checkpoint(checkpoint_path)
-            _check_resumable(state, config, checkpoint_path)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["data_generator"])
-            torch.set_rng_state(state["cpu_rng"])
-            if cuda_devices and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            history = [EpochStats(**stats) for stats in state["history"]]
-            start_epoch, seconds_before = state["epoch"], state["seconds"]
-            log(f"resuming {config.model} from {checkpoint_path} after epoch {start_epoch}")
+        if state is not None:
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                generator.set_state(state["data_generator"])
+                torch.set_rng_state(state["cpu_rng"])
+                if cuda_devices and state.get("cuda_rng") is not None:
+                    torch.cuda.set_rng_state(state["cuda_rng"], device)
+                history = [EpochStats(**stats) for stats in state["history"]]
+                start_epoch, seconds_before = state["epoch"], float(state["seconds"])
+            except torch.cuda.OutOfMemoryError:
+                raise  # the device, not the checkpoint
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+                # the right keys and types, but contents this config's model and optimizer cannot take
+                _move_aside(checkpoint_path, _short_reason(e), log)
+                model, optimizer, scheduler, generator = fresh_start()  # undo what was half loaded
+                history, start_epoch, seconds_before = [], 0, 0.0
+            else:
+                log(f"resuming {config.model} from {checkpoint_path} after epoch {start_epoch}")
+        size = model.input_size
+        forward = pool_before_relu(model)  # the same function and gradients, less ReLU work
 
         threads_note = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
         log(f"training {config.model} on {n:,} images, {device} ({'bf16 autocast' if use_bf16 else 'fp32'}, "

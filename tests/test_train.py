@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +157,102 @@ def test_resume_refuses_a_checkpoint_with_another_config(digits, tmp_path):
 
     with pytest.raises(ValueError, match="lr"):
         train(quiet(lr=1e-3), images[:128], labels[:128], checkpoint_path=checkpoint, resume=True, threads=1)
+    # another config is not damage: the checkpoint stays where it is
+    assert checkpoint.is_file() and not list(tmp_path.glob("*.damaged-*"))
+
+
+# --- damaged or tampered checkpoints
+
+class PlantsAMarker:
+    """Unpickling this object opens (so creates) `marker`: code a tampered checkpoint would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def truncated(checkpoint: Path, marker: Path) -> None:
+    raw = checkpoint.read_bytes()
+    checkpoint.write_bytes(raw[: len(raw) // 2])
+
+
+def cut_short(checkpoint: Path, marker: Path) -> None:
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-10])  # torch: OSError, not RuntimeError
+
+
+def empty(checkpoint: Path, marker: Path) -> None:
+    checkpoint.write_bytes(b"")
+
+
+def malicious_torch_save(checkpoint: Path, marker: Path) -> None:
+    state = load_checkpoint(checkpoint)
+    state["history"] = PlantsAMarker(marker)
+    torch.save(state, checkpoint)
+
+
+def malicious_pickle(checkpoint: Path, marker: Path) -> None:
+    with open(checkpoint, "wb") as f:
+        # protocol 2: torch's safe loader reads it as far as the planted global
+        pickle.dump({"format": 1, "model": PlantsAMarker(marker)}, f, protocol=2)
+
+
+def foreign_contents(checkpoint: Path, marker: Path) -> None:
+    torch.save({"weights": torch.zeros(3)}, checkpoint)  # loads safely, but train() never wrote it
+
+
+def wrong_shapes(checkpoint: Path, marker: Path) -> None:
+    state = load_checkpoint(checkpoint)
+    state["model"]["fc1.weight"] = torch.zeros(3, 3)
+    torch.save(state, checkpoint)
+
+
+@pytest.mark.parametrize("damage", [truncated, cut_short, empty, malicious_torch_save, malicious_pickle,
+                                    foreign_contents, wrong_shapes])
+def test_a_damaged_checkpoint_is_moved_aside_and_training_starts_afresh(digits, tmp_path, damage):
+    images, labels = digits[0][:256], digits[1][:256]
+    config = quiet(epochs=2)
+    checkpoint, marker = tmp_path / "run.pt", tmp_path / "pwned"
+
+    def stop_after_epoch_1(stats, model):
+        if stats.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, images, labels, checkpoint_path=checkpoint, on_epoch=stop_after_epoch_1,
+              log=lambda line: None, threads=1)
+    assert load_checkpoint(checkpoint)["epoch"] == 1
+    damage(checkpoint, marker)
+    damaged_bytes = checkpoint.read_bytes()
+
+    lines, epochs_seen = [], []
+    recovered = train(config, images, labels, checkpoint_path=checkpoint, resume=True, log=lines.append,
+                      on_epoch=lambda stats, model: epochs_seen.append(stats.epoch), threads=1)
+    fresh = train(config, images, labels, log=lambda line: None, threads=1)
+
+    assert not marker.exists()  # no code from the checkpoint ran
+    moved = list(tmp_path.glob("run.pt.damaged-*"))
+    assert len(moved) == 1 and re.fullmatch(r"run\.pt\.damaged-\d{8}T\d{6}Z", moved[0].name)
+    assert moved[0].read_bytes() == damaged_bytes  # kept as it was, for inspection
+    notes = [line for line in lines if "damaged-" in line]
+    assert len(notes) == 1
+    assert str(checkpoint) in notes[0] and str(moved[0]) in notes[0] and "afresh" in notes[0]
+    assert "weights_only" not in notes[0] and "trusted source" not in notes[0]
+    assert not any("resuming" in line for line in lines)
+
+    assert epochs_seen == [1, 2]
+    assert_same_weights(recovered.model, fresh.model)
+    assert [s.train_loss for s in recovered.history] == [s.train_loss for s in fresh.history]
+    assert load_checkpoint(checkpoint)["epoch"] == 2  # a good checkpoint is written again
+
+    if damage in (malicious_torch_save, malicious_pickle):
+        assert "UnpicklingError: Unsupported global" in notes[0]
+        # the planted payload was live: an unsafe load of the moved file runs it
+        with open(moved[0], "rb") as f:
+            loaded = torch.load(f, weights_only=False) if damage is malicious_torch_save else pickle.load(f)
+        assert marker.exists()
+        (loaded["history"] if damage is malicious_torch_save else loaded["model"]).close()
 
 
 CHILD = """
