@@ -61,6 +61,18 @@ def _train_config(settings: TrainSettings, experiment: Experiment, device: torch
                        device=device.type, bf16=PRECISIONS[settings.precision], **hyperparameters)
 
 
+def training_version(train_config: TrainConfig, infinite_mode: str | None, data_identity: str,
+                     device: torch.device) -> str:
+    """The version a user sees change in the UI: every setting that shapes the weights (seed included),
+    the arithmetic actually used and the exact data; not the device: CPU and GPU runs are peers."""
+    settings = {k: v for k, v in train_config.as_dict().items() if k != "device"}
+    # `auto` and `fp32` give the same weights on a CPU without bf16 units; `auto` on one with them does not.
+    settings["bf16"] = resolve_bf16(train_config, device)
+    if infinite_mode is not None:
+        settings["infinite_mode"] = infinite_mode
+    return content_hash(settings, data_identity)
+
+
 def _epoch_data(variant: str, mnist: dict, mode: str):
     """For the infinite variant: epoch e trains on deformed digits of index range e."""
     if variant != "infinite":
@@ -121,12 +133,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     device = compute.torch_device()
     train_config = _train_config(config, experiment, device)
     provenance = mnist["provenance"]
-    # The version a user sees change in the UI: every setting that shapes the
-    # weights (seed included), and the exact data; not the device: CPU and GPU runs are peers.
-    settings = {k: v for k, v in train_config.as_dict().items() if k != "device"}
-    if experiment.variant == "infinite":
-        settings["infinite_mode"] = config.infinite_mode
-    version = content_hash(settings, provenance["identity"])
+    version = training_version(train_config, config.infinite_mode if experiment.variant == "infinite" else None,
+                               provenance["identity"], device)
     checkpoint = storage_dir() / "checkpoints" / experiment.key / f"{version}.pt"
     counts = count_parameters(experiment.model)
     params = {

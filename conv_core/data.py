@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import socket
 import tempfile
 import zlib
@@ -462,6 +463,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
+# A staging folder older than this belongs to a download that was killed (a live
+# one writes to it every few seconds), and is removed by the next download.
+STALE_STAGING_SECONDS = 3600
+
+
+def sweep_stale_staging(cache_dir: Path, report, max_age_s: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove `.download-*` folders a killed download left in the cache; returns what was removed."""
+    removed = []
+    for folder in sorted(Path(cache_dir).glob(".download-*")):
+        try:
+            newest = max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.rglob("*")])
+        except OSError:
+            continue  # removed meanwhile
+        if folder.is_dir() and time.time() - newest > max_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            report.info(f"removed {folder}, left by an interrupted download")
+            removed.append(folder)
+    return removed
+
+
 def _download(config: MnistConfig, mirrors, resources, report, timeout_s: float) -> MnistSplits:
     """The cached files if all four are there; else fetch, md5-check, validate, then cache them."""
     cache_dir = Path(config.cache_dir)
@@ -479,6 +500,7 @@ def _download(config: MnistConfig, mirrors, resources, report, timeout_s: float)
         raise ValueError(f"resources must name the four MNIST files {list(IDX_FILES.values())}, got {resources}")
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale_staging(cache_dir, report)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)

@@ -503,3 +503,24 @@ def test_auto_falls_back_to_the_sample_with_a_warning(tmp_path, sample, caplog):
     assert any("5,000-DIGIT" in w and "download failed" in w for w in warnings)
     assert any(m.startswith("WARNING:") for m in messages)
     assert cache_files(tmp_path / "cache") == []
+
+
+def test_a_download_sweeps_the_staging_folders_of_killed_downloads(tmp_path, sample, mirror):
+    """A download killed mid-way leaves `.download-*`; the next one removes the stale ones, not a live one's."""
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    stale, live = cache / ".download-killed", cache / ".download-running"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "train-images-idx3-ubyte.gz").write_bytes(b"half a file")
+    old = time.time() - 2 * 3600
+    for path in (stale / "train-images-idx3-ubyte.gz", stale):
+        os.utime(path, (old, old))
+    messages = []
+    load_mnist(MnistConfig(source="download", cache_dir=str(cache)), mirrors=[mirror["url"]],
+               resources=mirror["resources"], log=messages.append)
+    assert not stale.exists() and live.is_dir()
+    assert any(f"removed {stale}, left by an interrupted download" in m for m in messages)
+    assert sorted(p.name for p in cache.glob(".download-*")) == [".download-running"]

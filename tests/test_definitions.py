@@ -171,3 +171,20 @@ def test_the_launchpad_rejects_a_typo_and_describes_every_field():
     with pytest.raises(dg.DagsterInvalidConfigError) as raised:
         dg.validate_run_config(job, bad)
     assert "fp16" in str(raised.value) and "web" in str(raised.value)
+
+
+def test_the_training_version_follows_the_arithmetic_actually_used():
+    """Same weights, same version: `auto` equals whichever of bf16 and fp32 this machine's CPU computes in."""
+    import torch
+
+    from assets.training import TrainSettings, _train_config, training_version
+    from conv_core.train import native_bf16
+
+    cpu = torch.device("cpu")
+    versions = {precision: training_version(_train_config(TrainSettings(precision=precision), Experiment("seed_cnn"),
+                                                          cpu), None, "data", cpu)
+                for precision in ("auto", "fp32", "bf16")}
+    assert versions["fp32"] != versions["bf16"]
+    assert versions["auto"] == versions["bf16" if native_bf16(cpu) else "fp32"]
+    assert training_version(_train_config(TrainSettings(), Experiment("seed_cnn", seed=1), cpu), None, "data", cpu) \
+        != versions["auto"]  # the seed (from the partition) is part of it

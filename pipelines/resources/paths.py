@@ -28,7 +28,9 @@ def mlflow_dir() -> Path:
 
 
 # The instance settings of this lab. Pools: one step at a time in each, so
-# training steps (pool "gpu") never share one local GPU. Runs: a few at once,
+# training steps (pool "gpu") never share one local GPU; one run more than the
+# pool can take is launched anyway, so that it waits with its imports done
+# (about 6 s a run) and starts training the moment the slot frees. Runs: a few at once,
 # queued beyond that (each run is a process holding torch). Run monitoring:
 # the daemon frees the pool slots of a run that ended without freeing them
 # (one whose process died: pipelines.recovery ends those FAILED).
@@ -38,6 +40,8 @@ DAGSTER_YAML = f"""\
 concurrency:
   pools:
     default_limit: 1
+    granularity: op
+    op_granularity_run_buffer: 1
   runs:
     max_concurrent_runs: 4
 run_monitoring:
