@@ -2,9 +2,10 @@
 
 One `dagster dev` (webserver, daemon, code server) on a free port of
 127.0.0.1 over temporary stores, driven through the webserver's GraphQL API,
-the API the UI calls: (b) a backfill of every asset over every partition
-(what `make run` submits), (a) "Materialize all" with one training partition
-selected, (c) the weekly rebuild, tick by tick. Each is judged on the
+the API the UI calls: (b) `make run`, which submits one backfill of every
+asset over every partition (the UI's own request for a backfill), (a)
+"Materialize all" with one training partition selected, (c) the weekly
+rebuild, tick by tick. Each is judged on the
 instance: which (asset, partition) pairs were materialised and which checks
 were evaluated, in that way's own runs. Tiny data: the four experiments of the tests
 (tests/conftest.py), 400 digits, 3 epochs.
@@ -12,7 +13,9 @@ were evaluated, in that way's own runs. Tiny data: the four experiments of the t
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -73,19 +76,6 @@ def wait_for_runs(api, run_ids: list[str], timeout: float = WAIT_SECONDS) -> dic
     raise AssertionError(f"runs not finished within {timeout} s: {statuses}")
 
 
-def wait_for_backfill(api, backfill_id: str, timeout: float = WAIT_SECONDS) -> list:
-    from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = api.backfill_status(backfill_id)
-        runs = api.runs(tags={BACKFILL_TAG: backfill_id})
-        if status in BACKFILL_DONE and all(r.status in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
-            return status, runs
-        time.sleep(3)
-    raise AssertionError(f"backfill {backfill_id} not done within {timeout} s ({status})")
-
-
 def produced(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[set, set]:
     """(asset, partition) pairs materialised and `asset:check` names evaluated (with their outcome) in these runs."""
     materialised, checks = set(), {}
@@ -100,12 +90,31 @@ def produced(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[set, set
     return materialised, checks
 
 
-def test_a_backfill_over_every_partition_materialises_every_asset_and_evaluates_every_check(lab):
+# `make run`'s options for the tiny config (what it does not offer keeps its default).
+MAKE_RUN_ARGS = ["--source", "sample", "--train-limit", str(TINY_MNIST["train_limit"]),
+                 "--test-limit", str(TINY_MNIST["test_limit"]), "--epochs", str(TINY_TRAINING["epochs"]),
+                 "--batch-size", str(TINY_TRAINING["batch_size"]), "--lr", str(TINY_TRAINING["lr"])]
+
+
+def test_make_run_submits_one_backfill_over_every_partition_that_materialises_everything(lab, capsys):
+    """(b) `make run` against the running Dagster (as with `make ui`): one backfill, the UI's own request."""
+    from pipelines import run as make_run
+    from pipelines.dagster_api import BACKFILL_TAG
+    from pipelines.services import record_ui
+
     api, instance = lab["api"], lab["instance"]
+    record_ui(lab["home"] / "dagster", api.url)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        make_run.main(MAKE_RUN_ARGS)
+    finally:
+        for signum, handler in handlers.items():  # make run turns SIGTERM into Ctrl-C for itself
+            signal.signal(signum, handler)
+    printed = capsys.readouterr().out
+    assert f"submitting to the running Dagster of make ui: {api.url}" in printed
+    backfill_id = re.search(r"backfill (\w+): every asset over 4 experiment partition", printed).group(1)
+    status, runs = api.backfill_status(backfill_id), api.runs(tags={BACKFILL_TAG: backfill_id})
     partitions = [key for asset, key in everything() if asset == "trained_model"]
-    assets = sorted({asset for asset, _ in everything()})
-    backfill_id = api.launch_backfill(assets, sorted(partitions), TINY_CONFIG, title="every partition")
-    status, runs = wait_for_backfill(api, backfill_id)
     assert status == "COMPLETED_SUCCESS", (status, [(r.run_id, r.status) for r in runs], lab["log"])
     assert all(r.status == "SUCCESS" for r in runs)
     materialised, checks = produced(instance, [r.run_id for r in runs])
@@ -113,6 +122,9 @@ def test_a_backfill_over_every_partition_materialises_every_asset_and_evaluates_
     assert set(checks) == every_check()
     # One run per training partition (its own MLflow run), one per group of unpartitioned assets.
     assert sorted(r.partition for r in runs if r.partition) == sorted(partitions)
+    for run in runs:  # make run printed each run as it finished
+        assert f"(run {run.run_id[:8]})" in printed
+    assert "lecture report (" in printed and "claims hold)" in printed
     lab["results"]["backfill"] = {"id": backfill_id, "runs": [r.run_id for r in runs], "materialised": materialised}
 
 
@@ -230,9 +242,6 @@ def _epochs_logged(home, run_id: str) -> int:
 def test_a_run_killed_mid_training_is_ended_and_the_rerun_resumes_from_its_checkpoint(lab):
     """kill -9 of a training run's process: within a bounded time the daemon ends it FAILED (its MLflow run too)
     and frees its `gpu` pool slot, so the rerun, queued behind it, trains, resuming after the last saved epoch."""
-    import os
-    import signal
-
     from pipelines.recovery import run_pid
 
     api, instance, home = lab["api"], lab["instance"], lab["home"]
@@ -264,3 +273,18 @@ def test_a_run_killed_mid_training_is_ended_and_the_rerun_resumes_from_its_check
     lab["results"]["kill"] = {"killed": killed, "rerun": rerun, "kill_to_rerun_first_epoch_s": seconds}
     print(f"\nkill -9 -> the rerun's first epoch: {seconds:.0f} s; killed run {killed}: FAILURE in Dagster, "
           f"{killed_mlflow.info.status} in MLflow")
+
+
+def test_the_ways_of_running_the_graph_agree(lab):
+    """The same (asset, partition) set from make run's backfill and the weekly tick; "Materialize all" over one
+    partition gives that partition's share of it. Printed for the record (pytest -s)."""
+    results = lab["results"]
+    assert {"backfill", "materialize_all", "weekly"} <= set(results), "the three ways must have run first"
+    assert results["backfill"]["materialised"] == set(everything())
+    assert results["materialize_all"]["materialised"] <= results["backfill"]["materialised"]
+    print(f"\nmake run backfill {results['backfill']['id']}: runs {', '.join(r[:8] for r in results['backfill']['runs'])}"
+          f"\nMaterialize all [seed_cnn.shifted.s0]: run {results['materialize_all']['id'][:8]}, "
+          f"{len(results['materialize_all']['materialised'])} materialisations"
+          f"\nweekly tick: rounds {results['weekly']['rounds']}; runs "
+          f"{', '.join(r[:8] for r in results['weekly']['runs'])}"
+          f"\nboth whole-graph ways: the same {len(everything())} (asset, partition) materialisations")
