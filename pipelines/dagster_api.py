@@ -145,6 +145,13 @@ class DagsterApi:
             __typename ... on PartitionBackfill { status } ... on Error { message } } }""", {"id": backfill_id})
         return self._check(data["partitionBackfillOrError"], "PartitionBackfill")["status"]
 
+    def unfinished_backfills(self) -> list[dict]:
+        """Backfills still being worked on: [{id, tags: {key: value}}]."""
+        data = self.query("""{ partitionBackfillsOrError(status: REQUESTED) { __typename
+            ... on PartitionBackfills { results { id tags { key value } } } ... on Error { message } } }""")
+        results = self._check(data["partitionBackfillsOrError"], "PartitionBackfills")["results"]
+        return [{"id": b["id"], "tags": {t["key"]: t["value"] for t in b["tags"]}} for b in results]
+
     def cancel_backfill(self, backfill_id: str) -> None:
         data = self.query(f"""mutation($id: String!) {{ cancelPartitionBackfill(backfillId: $id) {{
               ... on CancelBackfillSuccess {{ backfillId }} {ERROR_FIELDS} }} }}""", {"id": backfill_id})

@@ -21,13 +21,15 @@ from pathlib import Path
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
 from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
-from pipelines.recovery import fail_dead_runs
+from pipelines.recovery import fail_dead_runs, process_alive
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
 from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
 from pipelines.resources.tracking import MlflowTracking
 from pipelines.services import LocalDagster, running_ui
 
 POLL_SECONDS = 2
+TRIGGER_TAG = "convlab/trigger"
+SUBMITTER_TAG = "convlab/make-run-pid"
 TRAINING_POOL = "gpu"
 
 
@@ -115,7 +117,8 @@ def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
     """`waiting for the gpu pool: held by run ... [partition]` when a run of ours waits for a training slot."""
     pool = api.pool(TRAINING_POOL)
     ours = {r.run_id: r for r in runs}
-    if not set(pool["pendingStepRunIds"]) & set(ours):
+    queued = {r.run_id for r in runs if r.status == "QUEUED"}
+    if not pool["activeRunIds"] or not (set(pool["pendingStepRunIds"]) | queued) & set(ours):
         return None
     holders = [f"{run_id[:8]}" + (f" [{ours[run_id].partition}]" if run_id in ours and ours[run_id].partition else
                                   " (not of this backfill)") for run_id in pool["activeRunIds"]]
@@ -169,9 +172,19 @@ def summarise(instance_home: Path, started: float) -> None:
     print("open both UIs with: make ui  (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
 
 
+def cancel_orphaned_backfills(api: DagsterApi) -> None:
+    """Backfills of a `make run` that was killed: cancelled, or the daemon would carry them on beside ours."""
+    for backfill in api.unfinished_backfills():
+        pid = backfill["tags"].get(SUBMITTER_TAG)
+        if backfill["tags"].get(TRIGGER_TAG) == "make run" and pid and not process_alive(int(pid)):
+            api.cancel_backfill(backfill["id"])
+            print(f"recovered: cancelled backfill {backfill['id']} of a make run that is gone (pid {pid})", flush=True)
+
+
 def submit_and_follow(api: DagsterApi, chosen: list[Experiment], config: dict) -> str:
-    backfill_id = api.launch_backfill(asset_names(), [e.key for e in chosen], config,
-                                      tags={"convlab/trigger": "make run"}, title="make run")
+    cancel_orphaned_backfills(api)
+    backfill_id = api.launch_backfill(asset_names(), [e.key for e in chosen], config, title="make run",
+                                      tags={TRIGGER_TAG: "make run", SUBMITTER_TAG: str(os.getpid())})
     print(f"backfill {backfill_id}: every asset over {len(chosen)} experiment partition(s); "
           f"follow it at {api.url}/runs/b/{backfill_id}", flush=True)
     try:
