@@ -134,12 +134,6 @@ class DagsterApi:
                           {"selector": {**self.repository(), "sensorName": name}})
         return self._check(data["startSensor"], "Sensor")["sensorState"]["status"]
 
-    def pool(self, name: str) -> dict:
-        """A concurrency pool: `activeRunIds` hold its slots, `pendingStepRunIds` wait for one."""
-        data = self.query("""query($key: String!) { instance { concurrencyLimit(concurrencyKey: $key) {
-            limit activeRunIds pendingStepRunIds } } }""", {"key": name})
-        return data["instance"]["concurrencyLimit"]
-
     def backfill_status(self, backfill_id: str) -> str:
         data = self.query("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
             __typename ... on PartitionBackfill { status } ... on Error { message } } }""", {"id": backfill_id})
@@ -157,13 +151,14 @@ class DagsterApi:
               ... on CancelBackfillSuccess {{ backfillId }} {ERROR_FIELDS} }} }}""", {"id": backfill_id})
         self._check(data["cancelPartitionBackfill"], "CancelBackfillSuccess")
 
-    def runs(self, tags: dict[str, str] | None = None, limit: int = 500) -> list[RunSummary]:
-        """Runs (newest first), optionally only those carrying all these tags."""
+    def runs(self, tags: dict[str, str] | None = None, limit: int = 500,
+             statuses: list[str] | None = None) -> list[RunSummary]:
+        """Runs (newest first), optionally only those carrying all these tags, or in these states."""
         data = self.query("""query($filter: RunsFilter, $limit: Int) { runsOrError(filter: $filter, limit: $limit) {
             __typename ... on Runs { results { runId status startTime endTime tags { key value }
                                                 assetSelection { path } } } ... on Error { message } } }""",
-                          {"filter": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
-                           "limit": limit})
+                          {"filter": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+                                      **({"statuses": statuses} if statuses else {})}, "limit": limit})
         results = self._check(data["runsOrError"], "Runs")["results"]
         return [RunSummary(r["runId"], r["status"], next((t["value"] for t in r["tags"] if t["key"] == PARTITION_TAG), None),
                            tuple("/".join(a["path"]) for a in r["assetSelection"] or []), r["startTime"], r["endTime"])

@@ -31,6 +31,7 @@ POLL_SECONDS = 2
 TRIGGER_TAG = "convlab/trigger"
 SUBMITTER_TAG = "convlab/make-run-pid"
 TRAINING_POOL = "gpu"
+TRAINING_ASSET = "trained_model"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,15 +115,15 @@ def _describe(run: RunSummary) -> str:
 
 
 def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
-    """`waiting for the gpu pool: held by run ... [partition]` when a run of ours waits for a training slot."""
-    pool = api.pool(TRAINING_POOL)
-    ours = {r.run_id: r for r in runs}
-    queued = {r.run_id for r in runs if r.status == "QUEUED"}
-    if not pool["activeRunIds"] or not (set(pool["pendingStepRunIds"]) | queued) & set(ours):
+    """`waiting for the gpu pool: held by run ... [partition]` while a training run of ours waits in the queue."""
+    if not any(r.status == "QUEUED" and TRAINING_ASSET in r.assets for r in runs):
         return None
-    holders = [f"{run_id[:8]}" + (f" [{ours[run_id].partition}]" if run_id in ours and ours[run_id].partition else
-                                  " (not of this backfill)") for run_id in pool["activeRunIds"]]
-    return f"waiting for the {TRAINING_POOL} pool (limit {pool['limit']}): held by run {', '.join(holders) or 'none'}"
+    holders = [r for r in api.runs(statuses=["STARTING", "STARTED", "CANCELING"]) if TRAINING_ASSET in r.assets]
+    ours = {r.run_id for r in runs}
+    named = [f"{r.run_id[:8]}" + (f" [{r.partition}]" if r.partition else "") + ("" if r.run_id in ours else
+                                                                                   " (not of this backfill)")
+             for r in holders]
+    return f"waiting for the {TRAINING_POOL} pool: held by run {', '.join(named)}" if named else None
 
 
 def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
