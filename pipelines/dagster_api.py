@@ -21,10 +21,14 @@ PARTITION_TAG = "dagster/partition"
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
-ERROR_FIELDS = """
+# What an answer may be instead of success: every result type has these two.
+ERRORS = """
   __typename
   ... on PythonError { message className }
   ... on Error { message }
+"""
+# Launches may also be refused for their config or their selection.
+LAUNCH_ERRORS = ERRORS + """
   ... on RunConfigValidationInvalid { errors { message } }
   ... on InvalidStepError { invalidStepKey }
   ... on InvalidOutputError { stepKey invalidOutputName }
@@ -69,6 +73,11 @@ class DagsterApi:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:  # a refused query: GraphQL says why in the body
+            try:
+                answer = json.loads(error.read())
+            except ValueError:
+                raise DagsterApiError(f"the Dagster webserver at {self.url} answered {error}") from error
         except (urllib.error.URLError, OSError) as error:
             raise DagsterApiError(f"no answer from the Dagster webserver at {self.url}: {error}") from error
         if answer.get("errors"):
@@ -112,7 +121,7 @@ class DagsterApi:
             params["title"] = title
         data = self.query(f"""mutation($params: LaunchBackfillParams!) {{
             launchPartitionBackfill(backfillParams: $params) {{
-              ... on LaunchBackfillSuccess {{ backfillId }} {ERROR_FIELDS} }} }}""", {"params": params})
+              ... on LaunchBackfillSuccess {{ backfillId }} {LAUNCH_ERRORS} }} }}""", {"params": params})
         return self._check(data["launchPartitionBackfill"], "LaunchBackfillSuccess")["backfillId"]
 
     def launch_assets_run(self, asset_keys: list[str], partition: str | None = None,
@@ -125,14 +134,8 @@ class DagsterApi:
                   "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]}}
         data = self.query(f"""mutation($params: ExecutionParams!) {{
             launchPipelineExecution(executionParams: $params) {{
-              ... on LaunchRunSuccess {{ run {{ runId }} }} {ERROR_FIELDS} }} }}""", {"params": params})
+              ... on LaunchRunSuccess {{ run {{ runId }} }} {LAUNCH_ERRORS} }} }}""", {"params": params})
         return self._check(data["launchPipelineExecution"], "LaunchRunSuccess")["run"]["runId"]
-
-    def start_sensor(self, name: str) -> str:
-        data = self.query(f"""mutation($selector: SensorSelector!) {{ startSensor(sensorSelector: $selector) {{
-              ... on Sensor {{ sensorState {{ status }} }} {ERROR_FIELDS} }} }}""",
-                          {"selector": {**self.repository(), "sensorName": name}})
-        return self._check(data["startSensor"], "Sensor")["sensorState"]["status"]
 
     def backfill_status(self, backfill_id: str) -> str:
         data = self.query("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
@@ -148,7 +151,7 @@ class DagsterApi:
 
     def cancel_backfill(self, backfill_id: str) -> None:
         data = self.query(f"""mutation($id: String!) {{ cancelPartitionBackfill(backfillId: $id) {{
-              ... on CancelBackfillSuccess {{ backfillId }} {ERROR_FIELDS} }} }}""", {"id": backfill_id})
+              ... on CancelBackfillSuccess {{ backfillId }} {ERRORS} }} }}""", {"id": backfill_id})
         self._check(data["cancelPartitionBackfill"], "CancelBackfillSuccess")
 
     def runs(self, tags: dict[str, str] | None = None, limit: int = 500,

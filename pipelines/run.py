@@ -25,7 +25,7 @@ from pipelines.recovery import fail_dead_runs, process_alive
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
 from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
 from pipelines.resources.tracking import MlflowTracking
-from pipelines.services import LocalDagster, running_ui
+from pipelines.services import LocalDagster, record_run_dagster, running_ui, stop_orphaned_run_dagster
 
 POLL_SECONDS = 2
 TRIGGER_TAG = "convlab/trigger"
@@ -230,6 +230,9 @@ def run(argv=None) -> None:
     chosen = selected_experiments(args)
     check_the_rest_is_stored(chosen)
     started = time.perf_counter()
+    group = stop_orphaned_run_dagster(home)
+    if group is not None:
+        print(f"recovered: stopped the Dagster (process group {group}) of a make run that is gone", flush=True)
     recover(MlflowTracking())
     print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
     api = running_ui(home)
@@ -241,6 +244,7 @@ def run(argv=None) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
         with LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log) as dagster:
+            record_run_dagster(home, dagster.process)
             submit_and_follow(dagster.api, chosen, run_config(args))
     summarise(home, started)
 

@@ -147,6 +147,42 @@ class LocalDagster:
         self.stop()
 
 
+RUN_STATE = "convlab-run.json"
+
+
+def record_run_dagster(dagster_home: Path, dagster: subprocess.Popen) -> None:
+    """Which Dagster a `make run` started, so that the next one can stop it if this one is killed."""
+    (Path(dagster_home) / RUN_STATE).write_text(json.dumps({"pid": os.getpid(), "dagster_group": dagster.pid}))
+
+
+def stop_orphaned_run_dagster(dagster_home: Path) -> int | None:
+    """Stop the Dagster (and the runs it launched) of a `make run` that was killed; its process group, or None."""
+    path = Path(dagster_home) / RUN_STATE
+    try:
+        state = json.loads(path.read_text())
+        owner, group = int(state["pid"]), int(state["dagster_group"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if _process_exists(owner) or not _alive(group):
+        return None
+    os.killpg(group, signal.SIGKILL)  # its runs die with it: they are ended FAILED next, and resume later
+    deadline = time.monotonic() + 10
+    while _alive(group) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    path.unlink(missing_ok=True)
+    return group
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def ui_state_path(dagster_home: Path) -> Path:
     return Path(dagster_home) / UI_STATE
 
