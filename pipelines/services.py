@@ -8,7 +8,6 @@ is running) and the end-to-end tests all start Dagster this way.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -26,7 +25,6 @@ GRACE_SECONDS = 30
 # `make ui` leaves its Dagster address here, so `make run` submits to that one
 # instead of starting a second daemon on the same DAGSTER_HOME.
 UI_STATE = "convlab-ui.json"
-PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -40,22 +38,13 @@ def dagster_command(host: str, port: int) -> list[str]:
     return [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
 
 
-def _terminate_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies, even by kill -9 (Linux)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the server outlives a killed parent
-
-
-def start(command: list[str], env: dict | None = None, log_path: Path | None = None,
-          die_with_parent: bool = False) -> subprocess.Popen:
-    """A server in a session of its own (a terminal's Ctrl-C reaches only our script, which stops it whole)."""
+def start(command: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
+    """A server in a session of its own (a terminal's Ctrl-C reaches only our script, which stops it whole).
+    If our script is killed outright the server lives on; `stop_orphaned_run_dagster` ends it later."""
     output = open(log_path, "ab") if log_path else None
     try:
         return subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=output,
-                                stderr=subprocess.STDOUT if output else None,
-                                preexec_fn=_terminate_with_parent if die_with_parent else None)
+                                stderr=subprocess.STDOUT if output else None)
     finally:
         if output:
             output.close()
@@ -117,8 +106,7 @@ def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 2
 
 
 class LocalDagster:
-    """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts
-    (and no longer than this process: it is stopped if we are killed)."""
+    """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts."""
 
     def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None):
         self.env = env
@@ -129,8 +117,7 @@ class LocalDagster:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "LocalDagster":
-        self.process = start(dagster_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path,
-                             die_with_parent=True)
+        self.process = start(dagster_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
         try:
             wait_until_up(self.api, self.process)
         except BaseException:

@@ -34,3 +34,22 @@ def test_a_partial_selection_on_a_fresh_folder_fails_before_training(convlab_hom
     with pytest.raises(SystemExit, match="these, not selected, have never been trained here: mlp.plain.s0. Run"):
         check_the_rest_is_stored(chosen)
     check_the_rest_is_stored(selected_experiments(parse_args([])))  # everything chosen: nothing to load
+
+
+def test_the_dagster_of_a_killed_make_run_is_stopped_by_the_next(tmp_path):
+    """`make run` killed outright leaves its Dagster running (a session of its own); the next one stops it."""
+    import json
+    import os
+    import subprocess
+
+    from pipelines.services import RUN_STATE, start, stop_orphaned_run_dagster
+
+    server = start(["sleep", "300"])
+    dead_owner = subprocess.Popen(["true"])  # a pid that existed and exited: the killed make run
+    dead_owner.wait()
+    (tmp_path / RUN_STATE).write_text(json.dumps({"pid": os.getpid(), "dagster_group": server.pid}))
+    assert stop_orphaned_run_dagster(tmp_path) is None  # its make run is alive: left alone
+    assert server.poll() is None
+    (tmp_path / RUN_STATE).write_text(json.dumps({"pid": dead_owner.pid, "dagster_group": server.pid}))
+    assert stop_orphaned_run_dagster(tmp_path) == server.pid
+    assert server.wait(timeout=10) == -9 and not (tmp_path / RUN_STATE).exists()
