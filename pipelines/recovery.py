@@ -13,13 +13,12 @@ before it submits anything. The daemon then frees the slots of ended runs
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 
 from pipelines.resources.tracking import MlflowTracking
+from pipelines.services import process_alive
 
 UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -45,21 +44,6 @@ def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
         if pid is not None and "Started process for run" in (entry.dagster_event.message or ""):
             return int(pid.value)
     return None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is a live process (not a zombie) on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/stat")
-    try:
-        return status.read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def find_dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, int]]:

@@ -21,11 +21,11 @@ from pathlib import Path
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
 from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
-from pipelines.recovery import fail_dead_runs, process_alive
+from pipelines.recovery import fail_dead_runs
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
 from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
 from pipelines.resources.tracking import MlflowTracking
-from pipelines.services import LocalDagster, record_run_dagster, running_ui, stop_orphaned_run_dagster
+from pipelines.services import LocalDagster, process_alive, record_run_dagster, running_ui, stop_orphaned_run_dagster
 
 POLL_SECONDS = 2
 TRIGGER_TAG = "convlab/trigger"

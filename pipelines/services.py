@@ -150,7 +150,7 @@ def stop_orphaned_run_dagster(dagster_home: Path) -> int | None:
         owner, group = int(state["pid"]), int(state["dagster_group"])
     except (OSError, ValueError, KeyError):
         return None
-    if _process_exists(owner) or not _alive(group):
+    if process_alive(owner) or not _alive(group):
         return None
     os.killpg(group, signal.SIGKILL)  # its runs die with it: they are ended FAILED next, and resume later
     deadline = time.monotonic() + 10
@@ -160,13 +160,18 @@ def stop_orphaned_run_dagster(dagster_home: Path) -> int | None:
     return group
 
 
-def _process_exists(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (not a zombie) on this machine."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True
+    status = Path(f"/proc/{pid}/stat")
+    try:
+        return status.read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
