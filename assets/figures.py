@@ -37,11 +37,6 @@ def _explained(trained_model: dict, mlflow_tracking: MlflowTracking):
     return load_trained(value), mlflow_tracking.run(value["mlflow_run_id"]), value["mlflow_run_id"]
 
 
-def _publish(context, run, figures: dict, folder: str) -> dict:
-    """Each figure to the model's MLflow run and to Dagster metadata (file + thumbnail)."""
-    return publish_figures(context, figures, run, folder)
-
-
 def _explains(run_id: str) -> dict:
     return {"explains": EXPLAINED.key, "mlflow_run_id": run_id}
 
@@ -63,7 +58,7 @@ def filter_figures(context: dg.AssetExecutionContext, trained_model: dict,
         "layer1_filters": plots.conv_filters(model.conv1.weight, "seed CNN layer 1: 9 filters of 5x5"),
         "layer2_filters": plots.conv_filters(model.conv2.weight, "seed CNN layer 2: 16 filters (rows) x 9 input channels"),
     }
-    metadata = _publish(context, run, figures, "filters")
+    metadata = publish_figures(context, figures, run, "filters")
     return dg.Output({"layer1": model.conv1.weight.detach().clone(), "layer2": model.conv2.weight.detach().clone(),
                       "figures": figure_paths(metadata), **_explains(run_id)},
                      metadata={"explains": EXPLAINED.key, "mlflow_run_id": run_id, **metadata})
@@ -88,7 +83,7 @@ def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings,
         "layer2_unit_projections": plots_inside.unit_projections_figure(image, projections, "relu2", (channel, y, x),
                                                                         value),
     }
-    metadata = _publish(context, run, figures, "gradients")
+    metadata = publish_figures(context, figures, run, "gradients")
     run.log_metrics({"dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"]})
     return dg.Output({"test_index": index, "layer1": layer1, "unit": (channel, y, x), "unit_value": value,
                       "projections": projections, "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
@@ -108,8 +103,8 @@ def top_activations(context: dg.AssetExecutionContext, trained_model: dict, mnis
                     mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
     model, run, run_id = _explained(trained_model, mlflow_tracking)
     top = find_top_activations(model, mnist["test_images"], "relu2", k=9)
-    metadata = _publish(context, run, {"top_activations": plots_inside.top_activations_figure(mnist["test_images"], top)},
-                        "top_activations")
+    figure = plots_inside.top_activations_figure(mnist["test_images"], top)
+    metadata = publish_figures(context, {"top_activations": figure}, run, "top_activations")
     return dg.Output({"indices": top.indices, "values": top.values, "positions": top.positions,
                       "channels": int(top.indices.shape[0]), "images_per_channel": int(top.indices.shape[1]),
                       "strongest_activation": float(top.values.max()),
@@ -147,7 +142,7 @@ def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSetti
              for layer, (_, record) in results.items() for i, start in enumerate(["digit 3", "digit 8", "noise"])]
     figures = {"hallucinations": plots_inside.hallucinations_figure(starts, results),
                "class_hallucinations": plots_inside.class_hallucinations_figure(class_images, class_records)}
-    metadata = _publish(context, run, figures, "hallucinations")
+    metadata = publish_figures(context, figures, run, "hallucinations")
     smallest_growth = min(row["norm_after"] / max(row["norm_before"], 1e-12) for row in norms)
     run.log_metrics({"hallucination_smallest_norm_growth": smallest_growth})
     return dg.Output({"norms": norms, "class_records": class_records,
@@ -201,8 +196,8 @@ def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSetti
     costs = sliding_costs(model, fcn, size=config.canvas_size, stride=4)
     agreement = compare_sliding(fcn_logits, explicit_logits, placements)
     title = (f"{sum(hits)}/{len(hits)} placed digits right; background = top probability < {config.threshold}")
-    metadata = _publish(context, run, {"class_map": plots_inside.class_map_figure(canvas, result, placements, title)},
-                        "sliding")
+    figure = plots_inside.class_map_figure(canvas, result, placements, title)
+    metadata = publish_figures(context, {"class_map": figure}, run, "sliding")
     summary = {
         "fcn_vs_classifier_max_abs_difference": equal_difference,
         "placed_digits_correct": sum(hits),

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
@@ -148,7 +147,7 @@ def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
         time.sleep(POLL_SECONDS)
 
 
-def summarise(instance_home: Path, started: float) -> None:
+def summarise(started: float) -> None:
     import dagster as dg
 
     from assets.analysis import accuracy_by_variant
@@ -246,7 +245,7 @@ def run(argv=None) -> None:
         with LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log) as dagster:
             record_run_dagster(home, dagster.process)
             submit_and_follow(dagster.api, chosen, run_config(args))
-    summarise(home, started)
+    summarise(started)
 
 
 if __name__ == "__main__":

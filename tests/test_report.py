@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-import dagster as dg
 import pytest
 
 from conv_core import claims as claim_functions
