@@ -7,7 +7,7 @@ from pydantic import Field
 
 from conv_core import plots
 from conv_core.augment import SHIFTS, expand_shifts
-from conv_core.data import MnistConfig, Source, load_mnist, random_subset
+from conv_core.data import VALIDATION_FRACTION, MnistConfig, Source, load_mnist, random_subset, validation_split
 from conv_core.infinite import InfiniteMnist, Mode
 from pipelines.resources.figures import figure_metadata, figure_paths
 from pipelines.resources.metadata import table_metadata
@@ -28,6 +28,9 @@ class MnistSettings(dg.Config):
     seed: int = Field(default=MnistConfig.seed, description="seed of the sample split and of the subsets")
     train_limit: int | None = Field(default=None, description="keep a seeded random subset of this many training digits (quick runs)")
     test_limit: int | None = Field(default=None, description="the same for the test digits")
+    validation_fraction: float = Field(default=VALIDATION_FRACTION, gt=0, lt=1,
+                                       description="share of the training digits held out (stratified, seeded) "
+                                                   "to choose on; the test digits decide nothing")
 
 
 @dg.asset(group_name=GROUP, code_version="1",
@@ -43,12 +46,22 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
     test_images, test_labels = random_subset(splits.test_images, splits.test_labels, config.test_limit, config.seed + 1)
     if config.train_limit or config.test_limit:
         provenance["subset"] = {"train": len(train_labels), "test": len(test_labels), "seed": config.seed}
-    # One value for "the same data": the bytes and the subset taken of them. Every run records it, and
-    # only runs with the same identity are compared.
-    provenance["identity"] = content_hash(provenance["sha256_combined"], provenance.get("subset"))
+    # The validation digits come out of the training digits, before anything trains on them.
+    kept, held = validation_split(train_labels, config.validation_fraction, seed=config.seed)
+    validation_images, validation_labels = train_images[held], train_labels[held]
+    train_images, train_labels = train_images[kept], train_labels[kept]
+    provenance["validation"] = {"fraction": config.validation_fraction, "seed": config.seed,
+                                "count": len(held), "rule": "stratified: round(fraction x class count) per class, "
+                                "by a seeded shuffle, out of the training digits"}
+    # One value for "the same data": the bytes, the subset and the validation split taken of them.
+    # Every run records it, and only runs with the same identity are compared.
+    provenance["identity"] = content_hash(provenance["sha256_combined"], provenance.get("subset"),
+                                          provenance["validation"])
     train_counts = torch.bincount(train_labels, minlength=10).tolist()
+    validation_counts = torch.bincount(validation_labels, minlength=10).tolist()
     test_counts = torch.bincount(test_labels, minlength=10).tolist()
     value = {"train_images": train_images, "train_labels": train_labels,
+             "validation_images": validation_images, "validation_labels": validation_labels,
              "test_images": test_images, "test_labels": test_labels, "provenance": provenance}
     metadata = {
         "source": provenance["source"],
@@ -57,9 +70,11 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
         "sha256": provenance["sha256_combined"],
         "data_identity": provenance["identity"],
         "train_size": len(train_labels),
+        "validation_size": len(validation_labels),
         "test_size": len(test_labels),
+        "validation_rule": f"{config.validation_fraction:.0%} of the training digits, stratified, seed {config.seed}",
         "counts_per_class": table_metadata(pd.DataFrame({"digit": range(10), "train": train_counts,
-                                                         "test": test_counts})),
+                                                         "validation": validation_counts, "test": test_counts})),
         **figure_metadata(context, plots.digit_examples(train_images, train_labels), "digit_examples"),
     }
     value["figures"] = figure_paths(metadata)

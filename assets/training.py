@@ -143,7 +143,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
         "data_identity": provenance["identity"],
         "data_is_5000_digit_sample": provenance.get("is_sample", False),
-        "train_size": len(mnist["train_labels"]), "test_size": len(mnist["test_labels"]),
+        "train_size": len(mnist["train_labels"]), "validation_size": len(mnist["validation_labels"]),
+        "test_size": len(mnist["test_labels"]),
         "seed": experiment.seed, "device": str(device),
         "precision": "bf16" if resolve_bf16(train_config, device) else "fp32", "weights": counts.weights,
         "parameters": counts.parameters, "versions": library_versions(),
@@ -153,14 +154,16 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     with mlflow_tracking.training_run(experiment, context.run.run_id, params) as run:
         # A checkpoint is left only by an interrupted materialisation of this
         # exact version: continue it rather than start over.
-        result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["test_images"],
-                       mnist["test_labels"], on_epoch=run.epoch_logger(), checkpoint_path=checkpoint, resume=True,
-                       log=context.log.info, epoch_data=_epoch_data(experiment.variant, mnist, config.infinite_mode))
+        # Each epoch is watched on the validation digits; the test digits are measured once, after training.
+        result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["validation_images"],
+                       mnist["validation_labels"], on_epoch=run.epoch_logger(), checkpoint_path=checkpoint,
+                       resume=True, log=context.log.info,
+                       epoch_data=_epoch_data(experiment.variant, mnist, config.infinite_mode))
         run.log_history(result.history)
-        # The last epoch's evaluation is of the final weights: the test accuracy, measured once.
-        accuracy = result.history[-1].test_accuracy
-        run.log_metrics({"test_accuracy": accuracy, "test_loss": result.history[-1].test_loss,
-                         "training_seconds": result.seconds}, step=train_config.epochs)
+        test = evaluate(result.model, mnist["test_images"], mnist["test_labels"])
+        accuracy, validation_accuracy = test.accuracy, result.history[-1].validation_accuracy
+        run.log_metrics({"test_accuracy": accuracy, "test_loss": test.loss, "training_seconds": result.seconds},
+                        step=train_config.epochs)
         figures = _training_figures(result, experiment)
         metadata = publish_figures(context, figures, run, "figures")
         guards = model_guards(result.model.state_dict(), accuracy)
@@ -181,7 +184,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     value = {
         "partition": experiment.key, "model": experiment.model, "data_variant": experiment.variant,
         "seed": experiment.seed, "state_dict": result.model.state_dict(), "config": train_config.as_dict(),
-        "history": history, "test_accuracy": accuracy, "training_seconds": result.seconds,
+        "history": history, "test_accuracy": accuracy, "test_loss": test.loss,
+        "validation_accuracy": validation_accuracy, "training_seconds": result.seconds,
         "weights": counts.weights, "device": result.device, "precision": result.precision,
         "mlflow_run_id": run.run_id, "mlflow_run_name": experiment.run_name, "mlflow_model_uri": model_uri,
         "data_sha256": provenance["sha256_combined"], "data_identity": provenance["identity"], "version": version,
@@ -194,6 +198,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "data_variant": experiment.variant,
         "seed": experiment.seed,
         "test_accuracy": accuracy,
+        "validation_accuracy": validation_accuracy,
         "final_train_loss": history[-1]["train_loss"],
         "epochs": train_config.epochs,
         "training_seconds": round(result.seconds, 2),

@@ -230,6 +230,37 @@ def random_subset(images: torch.Tensor, labels: torch.Tensor, limit: int | None,
     return images[keep], labels[keep]
 
 
+# Share of the training digits held out to choose hyperparameters and epochs on.
+VALIDATION_FRACTION = 0.1
+
+
+def validation_split(labels: torch.Tensor, fraction: float = VALIDATION_FRACTION,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices) of a stratified, seeded split of the training digits.
+
+    Every class gives round(fraction * its count) digits (at least one), chosen
+    by a seeded shuffle, so the validation split has the training split's class
+    shares. Both index tensors are sorted: each half keeps the original order.
+    Only the validation digits may decide anything (defaults, epochs, early
+    stops); the test split is measured once, after training.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    labels = torch.as_tensor(labels)
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for digit in labels.unique().tolist():
+        members = (labels == digit).nonzero().squeeze(1)
+        if len(members) < 2:
+            raise ValueError(f"class {digit} has {len(members)} training digit(s); a validation split needs 2")
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    validation = torch.cat(held).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[validation] = False
+    return keep.nonzero().squeeze(1), validation
+
+
 def load_test_split(folder) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images and labels (t10k-*) of an IDX folder, for evaluating on held-out digits.
 

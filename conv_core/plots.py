@@ -81,14 +81,14 @@ def confusion_matrix(confusion, title: str = "confusion matrix") -> Figure:
 
 
 def training_curves(history: Sequence[dict], title: str = "training") -> Figure:
-    """Loss and accuracy per epoch, train and test."""
+    """Loss and accuracy per epoch, train and validation (the test split is measured once, after)."""
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     acc_ax.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-    if history and history[0].get("test_loss") is not None:
-        loss_ax.plot(epochs, [h["test_loss"] for h in history], label="test")
-        acc_ax.plot(epochs, [h["test_accuracy"] for h in history], label="test")
+    if history and history[0].get("validation_loss") is not None:
+        loss_ax.plot(epochs, [h["validation_loss"] for h in history], label="validation")
+        acc_ax.plot(epochs, [h["validation_accuracy"] for h in history], label="validation")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{title}: loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
     for ax in (loss_ax, acc_ax):

@@ -33,7 +33,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast where the device has bf16 units
 DEVICES: tuple[str, ...] = get_args(Device)
 PRECISIONS: dict[str, bool | None] = {"auto": None, "bf16": True, "fp32": False}  # -> TrainConfig.bf16
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: per-epoch validation (not test) metrics
 
 logger = logging.getLogger("conv_core.train")
 
@@ -116,16 +116,18 @@ def resolve_bf16(config: "TrainConfig", device: torch.device) -> bool:
 
 @dataclass
 class EpochStats:
-    """One epoch. `seconds` is the whole epoch (training and test); `images_per_second` training only.
+    """One epoch. `seconds` is the whole epoch (training and validation); `images_per_second` training only.
 
-    `train_loss` includes the label smoothing; `test_loss` is plain cross-entropy.
+    `train_loss` includes the label smoothing; `validation_loss` is plain
+    cross-entropy on the validation digits (None without them). The test split
+    never appears here: it is measured once, after training, by the caller.
     """
 
     epoch: int
     train_loss: float
     train_accuracy: float
-    test_loss: float | None
-    test_accuracy: float | None
+    validation_loss: float | None
+    validation_accuracy: float | None
     seconds: float
     images_per_second: float
     lr: float
@@ -322,8 +324,8 @@ def train(
     config: TrainConfig,
     train_images,
     train_labels,
-    test_images=None,
-    test_labels=None,
+    validation_images=None,
+    validation_labels=None,
     *,
     on_epoch: Callable[[EpochStats, nn.Module], None] | None = None,
     checkpoint_path: str | os.PathLike | None = None,
@@ -334,8 +336,9 @@ def train(
 ) -> TrainResult:
     """Train `config.model` on (N, 28, 28) images with pixel values 0-255 (uint8) and int labels.
 
-    Adam with a per-step OneCycle schedule (peak lr = config.lr). If test data
-    is given each epoch is evaluated on it. With `checkpoint_path` the full
+    Adam with a per-step OneCycle schedule (peak lr = config.lr). If validation
+    digits are given each epoch is evaluated on them (never pass the test split:
+    what is watched during training is what choices are made on). With `checkpoint_path` the full
     state is saved atomically after every epoch; `resume=True` continues from
     it, giving bitwise the same weights as an uninterrupted run on CPU. A
     checkpoint that cannot be loaded safely (truncated, corrupt, holding objects
@@ -365,16 +368,16 @@ def train(
         raise ValueError(f"threads must be >= 1, got {threads}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path")
-    if (test_images is None) != (test_labels is None):
-        raise ValueError("give both test_images and test_labels, or neither")
+    if (validation_images is None) != (validation_labels is None):
+        raise ValueError("give both validation_images and validation_labels, or neither")
 
     images = _as_device_tensor(train_images, torch.uint8, device)
     if images.dim() == 3:
         images = images.unsqueeze(1)
     labels = _as_device_tensor(train_labels, torch.long, device)
-    if test_images is not None:
-        test_images = _as_device_tensor(test_images, torch.uint8, device)
-        test_labels = torch.as_tensor(test_labels).long()
+    if validation_images is not None:
+        validation_images = _as_device_tensor(validation_images, torch.uint8, device)
+        validation_labels = torch.as_tensor(validation_labels).long()
     n = len(images)
     steps_per_epoch = math.ceil(n / config.batch_size)
 
@@ -465,13 +468,13 @@ def train(
             train_loss, train_accuracy = loss_sum.item() / n, correct.item() / n
             train_seconds = time.perf_counter() - epoch_started
 
-            test_loss = test_accuracy = None
-            if test_images is not None:
-                result = evaluate(model, test_images, test_labels, batch_size=2000)
-                test_loss, test_accuracy = result.loss, result.accuracy
+            validation_loss = validation_accuracy = None
+            if validation_images is not None:
+                result = evaluate(model, validation_images, validation_labels, batch_size=2000)
+                validation_loss, validation_accuracy = result.loss, result.accuracy
             stats = EpochStats(
                 epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
-                test_loss=test_loss, test_accuracy=test_accuracy,
+                validation_loss=validation_loss, validation_accuracy=validation_accuracy,
                 seconds=time.perf_counter() - epoch_started,
                 images_per_second=n / train_seconds, lr=lr)
             history.append(stats)
@@ -503,6 +506,6 @@ def train(
 def _describe(stats: EpochStats, epochs: int) -> str:
     line = (f"epoch {stats.epoch}/{epochs}  train loss {stats.train_loss:.4f} "
             f"acc {stats.train_accuracy:.2%}")
-    if stats.test_accuracy is not None:
-        line += f"  test loss {stats.test_loss:.4f} acc {stats.test_accuracy:.2%}"
+    if stats.validation_accuracy is not None:
+        line += f"  validation loss {stats.validation_loss:.4f} acc {stats.validation_accuracy:.2%}"
     return line + f"  lr {stats.lr:.2e}  {stats.seconds:.1f}s ({stats.images_per_second:,.0f} img/s)"

@@ -524,3 +524,30 @@ def test_a_download_sweeps_the_staging_folders_of_killed_downloads(tmp_path, sam
     assert not stale.exists() and live.is_dir()
     assert any(f"removed {stale}, left by an interrupted download" in m for m in messages)
     assert sorted(p.name for p in cache.glob(".download-*")) == [".download-running"]
+
+
+# --------------------------------------------------------------------------- the validation split
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint():
+    # Unbalanced like full MNIST: class c has 50 + 10c digits.
+    labels = torch.cat([torch.full((50 + 10 * c,), c) for c in range(10)])[torch.randperm(950, generator=torch.Generator().manual_seed(3))]
+    train_index, validation_index = data.validation_split(labels, 0.1, seed=7)
+    assert len(set(train_index.tolist()) | set(validation_index.tolist())) == len(labels)
+    assert not set(train_index.tolist()) & set(validation_index.tolist())
+    assert torch.bincount(labels[validation_index], minlength=10).tolist() == [round(0.1 * (50 + 10 * c)) for c in range(10)]
+    assert train_index.tolist() == sorted(train_index.tolist())
+    again, _ = data.validation_split(labels, 0.1, seed=7)
+    other, _ = data.validation_split(labels, 0.1, seed=8)
+    assert torch.equal(again, train_index) and not torch.equal(other, train_index)
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
+def test_validation_split_rejects_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ValueError, match="validation fraction"):
+        data.validation_split(torch.arange(20) % 10, fraction)
+
+
+def test_validation_split_needs_two_digits_of_a_class():
+    with pytest.raises(ValueError, match="class 3 has 1 training digit"):
+        data.validation_split(torch.tensor([0, 0, 3, 1, 1]), 0.5)

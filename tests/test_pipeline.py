@@ -29,7 +29,7 @@ from conv_core.experiments import EXPLAINED, Experiment
 from conv_core.train import native_bf16
 
 TRAINED = dg.AssetKey("trained_model")
-PER_EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
+PER_EPOCH_METRICS = ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "lr")
 # Packages of this project: a logged model must load with none of them importable.
 PROJECT_PACKAGES = ("conv_core", "assets", "pipelines")
 

@@ -86,11 +86,11 @@ def test_history_callback_and_learning(digits):
     assert lines[0].startswith("training seed_cnn on 1,000 images, cpu") and "epochs 1-2" in lines[0]
     for stats in result.history:
         assert isinstance(stats, EpochStats)
-        assert set(stats.as_dict()) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+        assert set(stats.as_dict()) == {"epoch", "train_loss", "train_accuracy", "validation_loss", "validation_accuracy",
                                         "seconds", "images_per_second", "lr"}
         assert all(math.isfinite(v) for v in stats.as_dict().values())
         assert stats.images_per_second > 0 and stats.lr > 0
-    assert result.history[-1].test_accuracy > 0.5  # chance is 0.1
+    assert result.history[-1].validation_accuracy > 0.5  # chance is 0.1
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert result.device == "cpu" and result.seconds > 0
     assert result.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
@@ -119,7 +119,7 @@ def test_caffe_notebook_trains_on_random_crops(digits):
     result = train(quiet(model="caffe_notebook"), images[:256], labels[:256], images[256:320], labels[256:320],
                    log=lambda line: None, threads=1)
     assert result.model.input_size == 24
-    assert result.history[0].test_accuracy is not None
+    assert result.history[0].validation_accuracy is not None
 
 
 def test_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(digits, tmp_path):

@@ -96,7 +96,8 @@ class TrackedRun:
     def epoch_logger(self):
         """A `train(on_epoch=...)` callback: each epoch's statistics as metrics at step = epoch."""
         def log_epoch(stats, _model=None):
-            self.log_metrics({k: v for k, v in stats.as_dict().items() if k != "epoch"}, step=stats.epoch)
+            self.log_metrics({k: v for k, v in stats.as_dict().items() if k != "epoch" and v is not None},
+                             step=stats.epoch)
             self._logged_epochs.add(stats.epoch)
 
         return log_epoch
