@@ -18,16 +18,16 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from conv_core.plots import _as_numpy  # noqa: E402
+from conv_core.plots import SMALLEST_FONT, _as_numpy, legible, report_inches  # noqa: E402
 
 
-def _image(ax, image, title: str | None = None, fontsize: int = 8) -> None:
+def _image(ax, image, title: str | None = None, fontsize: float = SMALLEST_FONT) -> None:
     image = _as_numpy(image)
     ax.imshow(image, cmap="gray", vmin=0, vmax=max(1.0, float(image.max())))
     _finish(ax, title, fontsize)
 
 
-def _signed(ax, image, title: str | None = None, fontsize: int = 8) -> None:
+def _signed(ax, image, title: str | None = None, fontsize: float = SMALLEST_FONT) -> None:
     image = _as_numpy(image)
     limit = float(np.abs(image).max()) or 1.0
     ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -49,40 +49,76 @@ def _box(ax, top: int, left: int, bottom: int, right: int, color: str = "yellow"
                            fill=False, edgecolor=color, linewidth=1.2))
 
 
+def _as_unit_range(image) -> torch.Tensor:
+    image = torch.as_tensor(image)
+    return image.float() / 255 if image.dtype == torch.uint8 else image.float()
+
+
+@legible
 def layer1_gradients_figure(image, result: dict) -> Figure:
-    """conv1's filters above each layer-1 unit's input gradient dh1/dx (from `layer1_gradients`)."""
+    """conv1's filters above each layer-1 unit's input gradient dh1/dx (from `layer1_gradients`).
+
+    The gradient is shown cut to the unit's 5x5 receptive field, at the size of
+    the filter above it, so that the two can be compared cell by cell; the input
+    on the left marks where each unit sits.
+    """
     units, gradients = result["units"], result["gradients"]
     count = len(units)
-    fig, axes = plt.subplots(2, count + 1, figsize=(1.15 * (count + 1), 2.9), squeeze=False)
-    _image(axes[0, 0], torch.as_tensor(image).float() / (255 if torch.as_tensor(image).dtype == torch.uint8 else 1),
-           "input")
-    axes[1, 0].axis("off")
-    axes[1, 0].text(0.5, 0.5, "dh1/dx\n=\n1(h1>0) W1", ha="center", va="center", fontsize=8)
+    fig, axes = plt.subplots(2, count + 1, figsize=(report_inches("large"), 2.9), squeeze=False)
+    image = _as_unit_range(image)
+    _image(axes[0, 0], image, "input, units")
+    size = image.shape[-1]
+    k = result["weights"].shape[-1]
+    half = k // 2
     for i, (channel, y, x) in enumerate(units):
+        _box(axes[0, 0], y - half, x - half, y + half, x + half, color="gold", size=size)
+        padded = torch.nn.functional.pad(torch.as_tensor(gradients[i]), (half, half, half, half))
+        window = padded[y:y + k, x:x + k]  # the receptive field, zero outside the image
         _signed(axes[0, i + 1], result["weights"][channel], f"filter {channel}")
-        _signed(axes[1, i + 1], gradients[i], f"({y},{x})")
-        _box(axes[1, i + 1], y - 2, x - 2, y + 2, x + 2, color="black")
+        _signed(axes[1, i + 1], window, f"unit at ({y},{x})")
+        for ax in (axes[0, i + 1], axes[1, i + 1]):
+            _cell_grid(ax, k)
+    axes[1, 0].axis("off")
+    axes[1, 0].text(0.5, 0.5, "this row: dh1/dx\nin the 5x5\naround the unit\n= 1(h1>0) W1", ha="center", va="center")
     fig.suptitle("Layer-1 input gradients are the filters, placed at the unit "
-                 f"(max |difference| {result['max_abs_difference']:.1e})", fontsize=9)
+                 f"(max |difference| {result['max_abs_difference']:.1e})")
     fig.tight_layout()
     return fig
 
 
+def _cell_grid(ax, k: int) -> None:
+    """Thin grey lines between the k x k cells of a small image, so each weight reads as a cell."""
+    for edge in np.arange(0.5, k - 1, 1.0):
+        ax.axhline(edge, color="0.55", linewidth=0.5)
+        ax.axvline(edge, color="0.55", linewidth=0.5)
+
+
+@legible
 def unit_projections_figure(image, projections: dict, layer: str, unit: Sequence[int], value: float | None = None,
                             field: tuple[int, int, int, int] | None = None) -> Figure:
-    """The input beside a unit's gradient, deconvnet and guided-backprop maps (receptive field outlined)."""
-    image = torch.as_tensor(image)
-    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    """The input beside a unit's gradient, deconvnet and guided-backprop maps (receptive field outlined).
+
+    With a receptive field, a second row shows the same maps cut to it, so that
+    the pixels the unit looks at are large enough to read.
+    """
+    image = _as_unit_range(image)
     names = [name for name in ("gradient", "deconvnet", "guided_backprop") if name in projections]
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.2 * (len(names) + 1), 2.6))
+    rows = 2 if field is not None else 1
+    fig, axes = plt.subplots(rows, len(names) + 1, figsize=(report_inches("large"), 2.6 * rows + 0.5), squeeze=False)
     unit_name = f"{layer}{tuple(int(u) for u in unit)}"
-    _image(axes[0], image, "input" + (f", {unit_name} = {value:.2f}" if value is not None else ""))
-    for ax, name in zip(axes[1:], names):
+    _image(axes[0, 0], image, "input" + (f", {unit_name} = {value:.2f}" if value is not None else ""))
+    for ax, name in zip(axes[0, 1:], names):
         _signed(ax, projections[name], name.replace("_", " "))
     if field is not None:
-        for ax in axes:
-            _box(ax, *field, color="gold" if ax is axes[0] else "black", size=image.shape[-1])
-    fig.suptitle(f"What {unit_name} looks at, in input space", fontsize=10)
+        size = image.shape[-1]
+        for ax in axes[0]:
+            _box(ax, *field, color="gold" if ax is axes[0, 0] else "black", size=size)
+        top, left, bottom, right = max(field[0], 0), max(field[1], 0), min(field[2], size - 1), min(field[3], size - 1)
+        crop = (slice(top, bottom + 1), slice(left, right + 1))
+        _image(axes[1, 0], image[crop], f"input, rows {top}-{bottom}, cols {left}-{right}")
+        for ax, name in zip(axes[1, 1:], names):
+            _signed(ax, torch.as_tensor(projections[name])[crop], f"{name.replace('_', ' ')}, receptive field")
+    fig.suptitle(f"What {unit_name} looks at, in input space")
     fig.tight_layout()
     return fig
 
@@ -94,6 +130,7 @@ def _tile_row(tiles: np.ndarray, colour, border: int = 1) -> np.ndarray:
     return np.concatenate(list(rgb), axis=1)
 
 
+@legible
 def top_activations_figure(images, top) -> Figure:
     """Per channel (rows), its k top-activating images (left) and their deconvnet projections (right).
 
@@ -117,53 +154,77 @@ def top_activations_figure(images, top) -> Figure:
         right = _tile_row(projections[c], red_blue)
         rows.append(np.concatenate([left, np.ones((left.shape[0], 8, 3)), right], axis=1))
     mosaic = np.concatenate(rows, axis=0)
-    fig, ax = plt.subplots(figsize=(mosaic.shape[1] / 55, mosaic.shape[0] / 55 + 0.5))
+    width = report_inches("large")
+    fig, ax = plt.subplots(figsize=(width, (width - 0.7) * mosaic.shape[0] / mosaic.shape[1] + 0.7))
     ax.imshow(mosaic, interpolation="nearest")
     row_height = mosaic.shape[0] / channels
-    ax.set_yticks([(c + 0.5) * row_height for c in range(channels)], [f"ch {c}" for c in range(channels)], fontsize=7)
+    ax.set_yticks([(c + 0.5) * row_height for c in range(channels)], [f"ch {c}" for c in range(channels)])
     half = (mosaic.shape[1] - 8) / 2
-    ax.set_xticks([half / 2, half + 8 + half / 2], ["top-activating images", "deconvnet projections"], fontsize=8)
+    ax.set_xticks([half / 2, half + 8 + half / 2], ["top-activating images", "deconvnet projections"])
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"{top.layer}: the {k} strongest images per channel (Zeiler and Fergus)", fontsize=10, pad=18)
+    ax.set_title(f"{top.layer}: the {k} strongest images per channel (Zeiler and Fergus)", pad=18)
     fig.tight_layout()
     return fig
 
 
+@legible
 def hallucinations_figure(originals, results: dict) -> Figure:
     """Each row an image: the original, then dreamt towards each layer (from `layer_hallucinations`)."""
-    originals = torch.as_tensor(originals)
-    originals = originals.float() / 255 if originals.dtype == torch.uint8 else originals.float()
+    originals = _as_unit_range(originals)
     originals = originals.reshape(-1, *originals.shape[-2:])
     layers = list(results)
-    fig, axes = plt.subplots(len(originals), len(layers) + 1, figsize=(1.3 * (len(layers) + 1), 1.3 * len(originals)),
+    columns = len(layers) + 1
+    width = report_inches("large")
+    fig, axes = plt.subplots(len(originals), columns, figsize=(width, (width / columns + 0.25) * len(originals) + 0.4),
                              squeeze=False)
     for row, original in enumerate(originals):
         _image(axes[row, 0], original, "original" if row == 0 else None)
         for col, layer in enumerate(layers, start=1):
             dreamt, record = results[layer]
             growth = float(record["norm_after"][row] / record["norm_before"][row].clamp_min(1e-12))
-            _image(axes[row, col], dreamt[row], (f"{layer}\n" if row == 0 else "") + f"||h|| x{growth:.2f}", 7)
+            _image(axes[row, col], dreamt[row], (f"{layer}\n" if row == 0 else "") + f"||h|| x{growth:.2f}")
     steps = results[layers[0]][1]["steps"] if layers else 0
-    fig.suptitle(f"Hallucinations: {steps} steps of ascent on 1/2 ||h||^2", fontsize=9)
+    fig.suptitle(f"Hallucinations: {steps} steps of ascent on 1/2 ||h||^2 (pixels on 0-1, black = 0)")
     fig.tight_layout()
     return fig
 
 
+def min_max_per_image(images) -> torch.Tensor:
+    """Each image (N, H, W) stretched to span [0, 1] on its own: (x - min) / (max - min); a flat image is 0."""
+    images = torch.as_tensor(images).float()
+    flat = images.reshape(len(images), -1)
+    low = flat.min(dim=1).values.reshape(-1, *([1] * (images.dim() - 1)))
+    high = flat.max(dim=1).values.reshape(-1, *([1] * (images.dim() - 1)))
+    return (images - low) / (high - low).clamp_min(1e-12)
+
+
+@legible
 def class_hallucinations_figure(images, records: Sequence[dict]) -> Figure:
-    """One image per digit, maximising its logit from noise, titled with the class probability."""
-    images = torch.as_tensor(images)
+    """One image per digit, maximising its logit from noise, titled with the class probability.
+
+    The L2 and total-variation penalties keep these images faint (pixels near 0),
+    which on a 0-1 grey scale is nearly black; each is therefore shown min-max
+    normalised on its own, its raw pixel range written under it, and the title says so.
+    """
+    images = torch.as_tensor(images).float()
+    images = images.reshape(-1, *images.shape[-2:])
     count = len(images)
-    fig, axes = plt.subplots(1, count, figsize=(1.15 * count, 1.6), squeeze=False)
-    for ax, image, record in zip(axes[0], images, records):
-        _image(ax, image, f"{record['digit']}: p={record['probability']:.2f}")
-    fig.suptitle("Class hallucinations: maximise one logit from noise (L2 + total variation)", fontsize=9)
+    fig, axes = plt.subplots(1, count, figsize=(report_inches("large"), 2.3), squeeze=False)
+    for ax, image, shown, record in zip(axes[0], images, min_max_per_image(images), records):
+        ax.imshow(_as_numpy(shown), cmap="gray", vmin=0, vmax=1)
+        _finish(ax, f"{record['digit']}: p={record['probability']:.2f}", SMALLEST_FONT)
+        ax.set_xlabel(f"{float(image.min()):.2f}-{float(image.max()):.2f}", fontsize=SMALLEST_FONT)
+    fig.suptitle("Class hallucinations: maximise one logit from noise (L2 + total variation)\n"
+                 "each image min-max normalised on its own (black = its lowest pixel, white = its highest); "
+                 "raw range below")
     fig.tight_layout()
     return fig
 
 
+@legible
 def class_map_figure(canvas, result, placements: Sequence = (), title: str | None = None) -> Figure:
     """The canvas with each window's predicted class painted at its centre (alpha = confidence).
 
@@ -191,16 +252,14 @@ def class_map_figure(canvas, result, placements: Sequence = (), title: str | Non
     for p in placements:
         ax.add_patch(Rectangle((p.left - 0.5, p.top - 0.5), window, window, fill=False,
                                edgecolor=colours[p.label], linewidth=1.5, linestyle="--"))
-        ax.text(p.left, p.top - 1, str(p.label), color=colours[p.label], fontsize=9, va="bottom", weight="bold")
+        ax.text(p.left, p.top - 1, str(p.label), color=colours[p.label], fontsize=10, va="bottom", weight="bold")
     ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
     ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
     handles = [Patch(color=colours[c], label=str(c)) for c in range(len(colours))]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="class",
-              title_fontsize=8, frameon=False)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), title="class", frameon=False)
     share = 100 * result.background_fraction()
     ax.set_title(title or f"Classifier slid over the canvas, stride {stride}: colour = class at the window centre\n"
-                 f"{share:.0f}% of windows are background (confidence < {result.threshold}); dashed = true digits",
-                 fontsize=9)
+                 f"{share:.0f}% of windows are background (confidence < {result.threshold}); dashed = true digits")
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
