@@ -229,7 +229,7 @@ def test_runs_table_names_each_run_by_its_partition(report):
         row = re.search(rf"<tr><td>{re.escape(run['partition'])}</td>(.*?)</tr>", table, re.S)
         assert row, run["partition"]
         assert (f"<td>{run['model']}</td><td>{run['data_variant']}</td><td>{run['seed']}</td>"
-                f"<td>{run['test_accuracy']:.2%}</td>") in row.group(1)
+                f"<td>{run['test_accuracy']:.2%} (seed {run['seed']})</td>") in row.group(1)
         assert f'<a href="{run["url"]}">{run["run_id"]}</a>' in row.group(1)
     assert "newest finished run" not in html
     assert "The training runs this report's numbers and figures come from" in html
@@ -237,10 +237,13 @@ def test_runs_table_names_each_run_by_its_partition(report):
 
 def _asset_values(runs: list[dict]) -> dict:
     """Asset values of the shapes the claims read, made by hand."""
+    import torch
+
     layers = [{"model": name, **{**layer.as_dict(), "output_shape": "x".join(map(str, layer.output_shape))}}
               for name in ("seed_cnn", "mlp") for layer in count_parameters(name).layers]
     table = [{"model": "seed_cnn", "layer": layer, "ratio": ratio, "triplet_order_rate_4_9": rate}
-             for layer, ratio, rate in (("pixels", 0.8, 0.6), ("pool2", 1.2, 0.7), ("logits", 3.0, 0.8))]
+             for layer, ratio, rate in (("pixels", 0.8, 0.6), ("conv2", 1.1, 0.65), ("pool2", 1.2, 0.7),
+                                        ("logits", 3.0, 0.8))]
     import pandas as pd
 
     from assets.analysis import accuracy_by_variant
@@ -251,19 +254,25 @@ def _asset_values(runs: list[dict]) -> dict:
                              "connectivity": [{"example": "lecture 1-D example", "dense": 25, "local": 13, "shared": 3}]},
         "representation_distances": {"table": table},
         "shifted_mnist": {"source_count": 400, "labels": [0] * 3600},
-        "input_gradients": {"layer1": {"max_abs_difference": 0.0}},
-        "sliding_segmentation": {"fcn_vs_classifier_max_abs_difference": 0.0},
-        "hallucinations": {"norms": [{"layer": "fc1", "start": "noise", "norm_before": 1.0, "norm_after": 2.0}]},
+        "input_gradients": {"layer1": {"max_abs_difference": 0.0}, "unit_upper_half_share": 0.6, "digit": 8,
+                            "unit": (1, 2, 3)},
+        "sliding_segmentation": {"fcn_vs_classifier_max_abs_difference": 0.0, "multiply_add_ratio": 20.0,
+                                 "wall_time_speedup": 5.0, "canvas": torch.zeros(112, 112)},
+        "semantic_segmentation": {"mean_iou": 0.5, "baseline_mean_iou": 0.1},
+        "hallucinations": {"norms": [{"layer": "fc1", "start": "noise", "norm_before": 1.0, "norm_after": 2.0}],
+                           "norm_identity": {"layer": "relu2", "max_abs_gradient": 1.0, "max_abs_difference": 0.0,
+                                             "units": 3136}},
         "run_comparison": {"runs": runs, "accuracy_by_variant": by_variant},
     }
 
 
 def test_the_claims_registry_decides_every_claim_check_from_asset_values():
     """conv_core.claims.REGISTRY gives exactly the claim asset checks (not the data guards), from asset values."""
-    from assets import checks
     from conv_core.claims import REGISTRY, decide_all
+    from pipelines.definitions import defs
 
-    check_names = {key.name for check in checks.CLAIM_CHECKS for key in check.check_keys}
+    guards = {"mnist_is_sound", "finite_weights", "accuracy_floor"}
+    check_names = {key.name for key in defs.resolve_asset_graph().asset_check_keys} - guards
     runs = [{"model": m, "data_variant": v, "seed": 0, "test_accuracy": a, "weights": w, "epochs": 2}
             for m, v, a, w in (("seed_cnn", "plain", 0.95, 11665), ("mlp", "plain", 0.9, 210240),
                                ("seed_cnn", "shifted", 0.96, 11665))]

@@ -38,8 +38,8 @@ def claims_overview(claims: Sequence[Claim]) -> MplFigure:
         colour = "#137333" if claim.passed else "#b3261e"
         ax.text(0.02, y, "\u2713" if claim.passed else "\u2717", color=colour, fontsize=12, va="center",
                 fontweight="bold")
-        ax.text(0.08, y, claim.key, fontsize=9, va="center")
-        ax.text(0.98, y, claim.slide, fontsize=8, va="center", ha="right", color="#5f6872")
+        ax.text(0.08, y, claim.key, fontsize=9.5, va="center")
+        ax.text(0.98, y, claim.slide, fontsize=8.5, va="center", ha="right", color="#5f6872")
     passed = sum(c.passed for c in claims)
     ax.set_title(f"{passed} of {len(claims)} of the lecture's claims hold", fontsize=10, loc="left")
     ax.set_xlim(0, 1)

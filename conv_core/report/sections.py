@@ -14,7 +14,7 @@ from conv_core.claims import Claim
 from conv_core.models import ARCHITECTURES
 from conv_core.report.blocks import Facts, Image, Link, Note, Row, Section, Table, Text
 from conv_core.report.figures import claims_overview, figure_png
-from conv_core.report.html import format_percent, render_report
+from conv_core.report.html import format_accuracy, format_spread, render_report
 
 # Every figure the report shows, in the order the page shows them. The caller
 # passes PNG bytes under these names; training_curves and confusion_matrix are
@@ -51,9 +51,17 @@ def _weights(rows: list[dict]) -> int:
     return sum(int(r["weights"]) for r in rows)
 
 
-def _plain_accuracy(accuracy: list[dict], model: str, variant: str = "plain") -> float | None:
-    rows = _records(accuracy, model=model, data_variant=variant)
-    return float(rows[0]["accuracy_mean"]) if rows else None
+def _row_accuracy(row: dict, runs: list[dict]) -> str:
+    """A row of accuracy by variant, labelled as one run (with its seed, from the runs) or a mean over seeds."""
+    seeds = int(row.get("seeds") or 1)
+    seed = next((run.get("seed") for run in _records(runs, model=row["model"], data_variant=row["data_variant"])),
+                None)
+    return format_accuracy(row["accuracy_mean"], seeds, row.get("accuracy_std"), seed)
+
+
+def _variant_accuracy(values: dict, model: str, variant: str = "plain") -> str:
+    rows = _records(values.get("accuracy", []), model=model, data_variant=variant)
+    return _row_accuracy(rows[0], values.get("runs", [])) if rows else format_accuracy(None)
 
 
 def _sum_text(numbers: Sequence[int]) -> str:
@@ -119,7 +127,7 @@ def _weight_table(rows: list[dict], model: str) -> Table:
 
 
 def counting_section(values: dict, figures: dict[str, bytes]) -> Section:
-    counts, accuracy = values["parameter_counts"], values.get("accuracy", [])
+    counts = values["parameter_counts"]
     rows_by_model = {model: _records(counts, model=model) for model in ("seed_cnn", "mlp")}
     signal_rows = [(model, ", ".join(map(str, _signals(rows))), sum(_signals(rows)),
                     ", ".join(map(str, lecture.SIGNALS[model])), _weights(rows))
@@ -138,8 +146,8 @@ def counting_section(values: dict, figures: dict[str, bytes]) -> Section:
         [Row([_weight_table(rows_by_model["seed_cnn"], "seed_cnn"), _weight_table(rows_by_model["mlp"], "mlp")]),
          Table(["model", "signals h", "total signal", "lecture", "weights"], signal_rows, caption="sizes of signals"),
          Facts([("weights, MLP / CNN", f"{mlp_weights} / {cnn_weights} = {ratio:.1f}x"),
-                ("test accuracy, seed CNN (plain data)", format_percent(_plain_accuracy(accuracy, "seed_cnn"))),
-                ("test accuracy, MLP (plain data)", format_percent(_plain_accuracy(accuracy, "mlp")))]),
+                ("test accuracy, seed CNN (plain data)", _variant_accuracy(values, "seed_cnn")),
+                ("test accuracy, MLP (plain data)", _variant_accuracy(values, "mlp"))]),
          _figure(figures, "weights_vs_signals", "every model: weights against signal size", "medium")],
         slide="Example (MNIST again) / Convolutional vs. non-convolutional",
         claim_keys=("seed_cnn_counts", "mlp_counts", "more_signals_fewer_weights", "cnn_beats_mlp_with_fewer_weights"))
@@ -156,7 +164,11 @@ def pooling_section(values: dict, figures: dict[str, bytes]) -> Section:
                      "layer 2: 16 filters (rows), each over all 9 input channels (columns)", "large")]),
     ]
     if training:
-        blocks.append(Facts([(k, v) for k, v in training.items()]))
+        # The explained run is one run: its accuracy is labelled with its seed, as everywhere in the report.
+        explained = _records(values.get("runs", []), partition=training.get("partition"))
+        seed = explained[0].get("seed") if explained else None
+        blocks.append(Facts([(k, format_accuracy(v, seed=seed) if k == "test accuracy" else v)
+                             for k, v in training.items()]))
     blocks.append(Row([
         _figure(figures, "training_curves",
                 "seed CNN on plain digits: trained by back-propagation (loss and accuracy by epoch)", "large"),
@@ -210,7 +222,7 @@ def representation_section(values: dict, figures: dict[str, bytes]) -> Section:
 
 
 def scaling_section(values: dict, figures: dict[str, bytes]) -> Section:
-    counts, accuracy = values["parameter_counts"], values.get("accuracy", [])
+    counts = values["parameter_counts"]
     run_ids = {}
     for run in values.get("runs", []):
         if run.get("data_variant") == "plain":
@@ -220,7 +232,7 @@ def scaling_section(values: dict, figures: dict[str, bytes]) -> Section:
     for model in dict.fromkeys(r["model"] for r in counts):
         rows = _records(counts, model=model)
         family.append((model, ARCHITECTURES.get(model, {}).get("description", ""), len(rows), _weights(rows),
-                       format_percent(_plain_accuracy(accuracy, model)), run_ids.get(model, "\u2013")))
+                       _variant_accuracy(values, model), run_ids.get(model, "\u2013")))
     return Section(
         "scaling", "Scaling up",
         "The trend in 2015 is towards small filters (3x3) and poolings (2x2), but lots of layers (10-40); the "
@@ -228,15 +240,16 @@ def scaling_section(values: dict, figures: dict[str, bytes]) -> Section:
         [Table(["model", "architecture", "weight layers", "weights", "test accuracy (plain)", "MLflow run"], family,
                caption="the model family: the lecture's two, a VGG-style stack of 3x3 convolutions, and the Caffe "
                        "notebooks' variant"),
-         _figure(figures, "accuracy_vs_weights", "test accuracy against weights, every trained run", "medium")],
+         _figure(figures, "accuracy_vs_weights",
+                 "test accuracy against weights: one run per model and data variant (its first seed)", "medium")],
         slide="Scaling up")
 
 
 def augmentation_section(values: dict, figures: dict[str, bytes]) -> Section:
     shifts = values.get("shifts", {})
     source, expanded = shifts.get("source_count"), shifts.get("expanded_count")
-    variant_rows = [(r["model"], r["data_variant"], format_percent(r["accuracy_mean"]),
-                     format_percent(r.get("accuracy_std"), "\u2013"), r.get("seeds"))
+    variant_rows = [(r["model"], r["data_variant"], _row_accuracy(r, values.get("runs", [])),
+                     format_spread(r.get("accuracy_std"), int(r.get("seeds") or 1)), r.get("seeds"))
                     for r in values.get("accuracy", [])]
     infinite_facts = [(k.replace("_", " "), v) for k, v in values.get("infinite", {}).items()]
     factor = lecture.AUGMENTATION_FACTOR
@@ -250,8 +263,8 @@ def augmentation_section(values: dict, figures: dict[str, bytes]) -> Section:
               _figure(figures, "infinite_digits", "infinite MNIST: an original of each class and 8 deformations",
                       "large")]),
          Facts(infinite_facts) if infinite_facts else Text(""),
-         Table(["model", "data", "test accuracy", "spread (std)", "seeds"], variant_rows,
-               caption="test accuracy by data variant (mean over seeds)"),
+         Table(["model", "data", "test accuracy", "spread (std, points)", "seeds"], variant_rows,
+               caption="test accuracy by data variant: one run (its seed) or the mean over seeds"),
          _figure(figures, "accuracy_by_variant", "test accuracy by model and data variant", "medium")],
         claim_keys=("nine_times_the_data", "augmentation_does_not_hurt"))
 
