@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.convlab-installed
 export DAGSTER_HOME := $(or $(CONVLAB_HOME),$(CURDIR)/.convlab)/dagster
 
-.PHONY: run test ui report clean
+.PHONY: run test ui explore report clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 ui: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pipelines.ui
+
+# The explorer on a free port of 127.0.0.1 (printed): draw a digit, watch a trained model think.
+# ARGS="--model mlp/plain/s0" (any run name or models:/ URI) chooses the model shown first.
+explore: $(STAMP)
+	$(PY) -m explorer $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest
