@@ -13,16 +13,24 @@ is just a fresh range of indices.
 
 Two deformation modes, both computed for a whole batch at once:
 
-- "infimnist": first-order elastic deformation along the digit's tangent
-  vectors, as infimnist does. With T0, T1 the digit's x and y derivatives
-  (Sobel: a [1,2,1] smoothing across a central difference) and F a bank of
-  1522 smooth random displacement fields (Gaussian-blurred uniform noise),
-      k1 = (i * 131071) mod 1521,  k2 = (k1 + 1 + 2i) mod 1522,
-      a  = +1 if k1 + k2 is even else -1,
+- "infimnist": infimnist's index scheme with our own fields. First-order
+  elastic deformation along the digit's tangent vectors, with infimnist's
+  per-index arithmetic exactly:
+      k1 = ((uint32(i) * 131071) mod 2^32) mod 1521,  k2 = (k1 + 1 + 2i) mod 1522,
+      a  = +1, negated when k1 + k2 is odd,
       x' = x + a * (F[k1] * T0 - F[k2] * T1),
-  clamped to 0-255, rounded, then translated by SHIFTS[k1 mod 9].
-  infimnist's own fields and tangent vectors come from its 350 MB data files,
-  which are not available here: this is infimnist-like, not bit-identical.
+  then 0 where x' < 0, 255 where x' > 255, else x' truncated toward zero (no
+  rounding), then infimnist's translation number k1 mod 9 (see `translate`).
+  The product i * 131071 wraps around in 32 bits on purpose, as in infimnist
+  (which keeps it so to stay compatible with the published mnist8m): it
+  matters from i = 32769 on. 1522 is even, so k2 and k1 always differ in
+  parity and a is always -1; the formula is kept as infimnist writes it.
+  Our own are the fields and tangent vectors: F is a bank of 1522 smooth
+  random displacement fields (Gaussian-blurred uniform noise), T0, T1 the
+  digit's x and y derivatives (Sobel: a [1,2,1] smoothing across a central
+  difference). infimnist's come from its 350 MB data files, which are not
+  available here, so index i names the same field numbers, sign and
+  translation as in infimnist, not the same image bytes.
 - "elastic": Simard et al.'s elastic distortion: per image a displacement
   field of uniform(-1, 1) noise blurred by a Gaussian (sigma 4) times alpha
   (34) pixels, applied by bilinear resampling with zero fill. Blurring is
@@ -34,7 +42,7 @@ Two deformation modes, both computed for a whole batch at once:
   only difference is that two images may share a bank row.
 
 On CPU the "infimnist" mode runs as one C loop (conv_core/kernels/infimnist.c,
-compiled on first use, see conv_core.native) that deforms, rounds and
+compiled on first use, see conv_core.native) that deforms, truncates and
 translates each digit in a single pass while it sits in the L1 cache: a
 dozen whole-array tensor passes become one (2-4x the digits per second
 here), with the same exact arithmetic and so the same bytes (tested).
@@ -46,8 +54,9 @@ point: 1/256 px in "infimnist", 1/128 px in "elastic"), so summation order,
 FMA and vector width cannot change a result, and the output should be bitwise
 the same on any CPU or GPU (the tests check it against float64 re-computations
 of the formulas). The banks are blurred in float64 before that rounding to
-fixed point. Rounding to bytes adds 2^23 and keeps the low byte (round half
-to even), which is also much faster than a float -> uint8 cast.
+fixed point. Bytes are read out by adding 2^23 and keeping the low byte, which
+is also much faster than a float -> uint8 cast: after a floor in "infimnist"
+(truncation, as the values are >= 0 by then), round half to even in "elastic".
 """
 
 from __future__ import annotations
@@ -61,17 +70,20 @@ import torch
 import torch.nn.functional as F
 
 from conv_core import native
-from conv_core.augment import SHIFTS
 
 Mode = Literal["infimnist", "elastic"]
 MODES: tuple[str, ...] = get_args(Mode)
 IMAGE_SIZE = 28
-GENERATOR_VERSION = 1  # bump when any output byte changes
+GENERATOR_VERSION = 2  # bump when any output byte changes
 
 # infimnist's index arithmetic
 FIELD_COUNT = 1522
 K1_MODULUS = 1521
 K1_MULTIPLIER = 131071
+MASK32 = 0xFFFFFFFF
+# infimnist's translation k1 mod 9 as its one-pixel moves, in order: 0 up,
+# 1 down, 2 left, 3 right (see `translate`); number 8 leaves the image as it is.
+TRANSLATION_MOVES: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (3,), (0, 2), (0, 3), (1, 2), (1, 3), ())
 
 # "infimnist" mode: fields are unit-RMS blurred noise times TANGENT_ALPHA pixels.
 TANGENT_SIGMA = 4.0  # pixels; smooth on the scale of a stroke's curve
@@ -91,28 +103,69 @@ ELASTIC_FRACTION_BITS = 7  # displacements stored in 1/128 px
 ELASTIC_CANVAS = 32
 ELASTIC_BORDER = (ELASTIC_CANVAS - IMAGE_SIZE) // 2
 
-# Translation SHIFTS[k] = (dy, dx) reads the 28x28 window at (1 - dy, 1 - dx) of the 30x30 canvas.
-WINDOW_CORNERS = 1 - torch.tensor(SHIFTS)
 ROUNDING_MAGIC = 2.0 ** 23  # x + 2^23 has the rounded integer of x in its low mantissa bits
-MASK32 = 0xFFFFFFFF
 DEFAULT_CHUNK = 1024  # images per inner step: keeps the float work in cache and memory small
 
-NOT_THE_ORIGINAL = ("infimnist-like, not bit-identical to the original "
-                    "(its 350 MB data files are not available)")
+NOT_THE_ORIGINAL = ("infimnist's index scheme with our own fields and tangent vectors: "
+                    "not bit-identical images (infimnist's 350 MB data files are not available)")
 
 
 # --------------------------------------------------------------------------- per-index parameters
 
 
 def infimnist_parameters(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(k1, k2, sign a, shift number) for int64 `indices`, infimnist's formulas.
+    """(k1, k2, sign a, translation number) for int64 `indices`, infimnist's formulas.
 
-    Reduced modulo first, so any non-negative int64 index works without overflow.
+    k1 multiplies in 32 bits, as infimnist does: the low 32 bits of i times
+    131071 (< 2^49, no int64 overflow), kept to their low 32 bits. k2 is
+    reduced modulo first, so any non-negative int64 index works.
     """
-    k1 = (indices % K1_MODULUS) * K1_MULTIPLIER % K1_MODULUS
+    k1 = ((indices & MASK32) * K1_MULTIPLIER & MASK32) % K1_MODULUS
     k2 = (k1 + 1 + 2 * (indices % (FIELD_COUNT // 2))) % FIELD_COUNT  # 2i mod 1522 = 2 (i mod 761)
     sign = 1 - 2 * ((k1 + k2) % 2)
-    return k1, k2, sign, k1 % len(SHIFTS)
+    return k1, k2, sign, k1 % len(TRANSLATION_MOVES)
+
+
+def _move(flat: torch.Tensor, move: int) -> torch.Tensor:
+    """One of infimnist's one-pixel moves of flat row-major 28x28 images (K, 784), as a new tensor.
+
+    infimnist moves the flat 784-byte array c, not the 2-D image:
+      0 up:    c[j] = c[j + 28], the last row 0: pixel (r, col) takes (r + 1, col),
+               so the digit rises one row and the bottom row is blank;
+      1 down:  c[j] = c[j - 28], the first row 0: pixel (r, col) takes (r - 1, col);
+      2 left:  c[j] = c[j + 1], then c[j] = 0 where j mod 28 == 0, and c[783] = 0:
+               column 0 is blank, column 27 takes the next row's first pixel;
+      3 right: c[j] = c[j - 1], then c[j] = 0 where (j - 1) mod 28 == 0, and c[0] = 0:
+               column 1 is blank, column 0 takes the previous row's last pixel.
+    """
+    side, area = IMAGE_SIZE, IMAGE_SIZE**2
+    moved = torch.zeros_like(flat)
+    if move == 0:
+        moved[:, :area - side] = flat[:, side:]
+    elif move == 1:
+        moved[:, side:] = flat[:, :area - side]
+    elif move == 2:
+        moved[:, :area - 1] = flat[:, 1:]
+        moved[:, 0::side] = 0
+    elif move == 3:
+        moved[:, 1:] = flat[:, :area - 1]
+        moved[:, 1::side] = 0
+    else:
+        raise ValueError(f"infimnist's moves are 0-3, not {move}")
+    return moved
+
+
+def translate(images: torch.Tensor, number: int) -> torch.Tensor:
+    """infimnist's translation `number` (0-8) of uint8 images (K, 28, 28), as a new tensor.
+
+    0 up, 1 down, 2 left, 3 right, 4 up then left, 5 up then right, 6 down
+    then left, 7 down then right, 8 none; each a move of the flat array (see
+    `_move`), so the horizontal ones carry pixels across row ends.
+    """
+    flat = images.flatten(1).clone()
+    for move in TRANSLATION_MOVES[number]:
+        flat = _move(flat, move)
+    return flat.view(images.shape)
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +289,7 @@ def _deform_kernel():
     if library is None:
         return None
     function = library.infimnist_deform
-    function.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 2  # 8 arrays, then the images' range
+    function.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 2  # 7 arrays, then the images' range
     function.restype = None
     return function
 
@@ -342,9 +395,9 @@ class InfiniteMnist:
         """JSON-able description: enough to know which images an index gives."""
         if self.mode == "infimnist":
             parameters = {
-                "deformation": "x' = x + a*(F[k1]*T0 - F[k2]*T1), clamp 0-255, round half to even, "
-                               "then translate by SHIFTS[k1 mod 9] with zero fill",
-                "k1": f"(i*{K1_MULTIPLIER}) mod {K1_MODULUS}",
+                "deformation": "x' = x + a*(F[k1]*T0 - F[k2]*T1); 0 if x' < 0, 255 if x' > 255, "
+                               "else truncated toward zero; then infimnist's translation number k1 mod 9",
+                "k1": f"((uint32(i)*{K1_MULTIPLIER}) mod 2^32) mod {K1_MODULUS}",
                 "k2": f"(k1 + 1 + 2i) mod {FIELD_COUNT}",
                 "a": "+1 if k1 + k2 is even else -1",
                 "tangents": "Sobel 3x3 ([1,2,1] smoothing x central difference) / 8, zero padding",
@@ -352,7 +405,10 @@ class InfiniteMnist:
                 "field_sigma_px": TANGENT_SIGMA,
                 "field_rms_displacement_px": TANGENT_ALPHA,
                 "field_resolution_px": 2.0**-TANGENT_FRACTION_BITS,
-                "translations": [list(s) for s in SHIFTS],
+                "translations": "0 up, 1 down, 2 left, 3 right, 4 = 0 then 2, 5 = 0 then 3, "
+                                "6 = 1 then 2, 7 = 1 then 3, 8 none; moves of the flat 784-byte array "
+                                "(left: c[j] = c[j+1], 0 where j mod 28 == 0; right: c[j] = c[j-1], "
+                                "0 where (j-1) mod 28 == 0)",
             }
         else:
             parameters = {
@@ -401,19 +457,17 @@ class InfiniteMnist:
 
     def _kernel_deform(self, out, indices, train_rows) -> None:
         """"infimnist" mode by the C kernel: per-index parameters here, pixels there, threads split the images."""
-        k1, k2, sign, shift = infimnist_parameters(indices)
-        windows = WINDOW_CORNERS[shift]
+        k1, k2, sign, translation = infimnist_parameters(indices)
         # The tensors stay referenced here until the kernel returns: a pointer does not keep one alive.
         tensors = [(self.canvases, torch.uint8), (self.bank, torch.int16), (train_rows.contiguous(), torch.int64),
                    (k1 + FIELD_COUNT * (sign < 0), torch.int64),  # the sign a picks the bank half
                    (k2 + FIELD_COUNT * (sign > 0), torch.int64),
-                   (windows[:, 0].contiguous(), torch.int64), (windows[:, 1].contiguous(), torch.int64),
-                   (out, torch.uint8)]
+                   (translation, torch.int64), (out, torch.uint8)]
         arguments = [native.pointer(tensor, dtype) for tensor, dtype in tensors]
         native.run_split(self.kernel, len(indices), *arguments)
 
     def _tangent_chunk(self, out, indices, train_rows, workspace) -> None:
-        """"infimnist" mode on a chunk: first-order deformation, round, translate.
+        """"infimnist" mode on a chunk: first-order deformation, truncate, translate.
 
         Works on flat 30x30 canvases (the digit plus a zero border) laid end to
         end, so a neighbour is a fixed offset (+-1 column, +-30 rows) and every
@@ -423,8 +477,8 @@ class InfiniteMnist:
         """
         count, side = len(indices), TANGENT_CANVAS
         length, margin = count * side * side, side + 1  # margin: room for the stencils past either end
-        k1, k2, sign, shift = infimnist_parameters(indices)
-        order = torch.argsort(shift, stable=True)
+        k1, k2, sign, translation = infimnist_parameters(indices)
+        order = torch.argsort(translation, stable=True)
         if workspace.get("count") != count:
             new = functools.partial(torch.empty, device=self.device)
             workspace.update(
@@ -432,7 +486,8 @@ class InfiniteMnist:
                 x=torch.zeros(length + 2 * margin, device=self.device), diff=new(length + 2 * side),
                 tangent=new(count, side * side), y=new(count, side * side),
                 fields=new(2 * count, side * side, dtype=self.bank.dtype),
-                shifted=new(count, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
+                deformed=new(count, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
+                translated=new(count, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
             )
         x, diff, fields, y = (workspace[k] for k in ("x", "diff", "fields", "y"))
         tangent = workspace["tangent"].view(-1)
@@ -455,17 +510,17 @@ class InfiniteMnist:
         torch.add(diff[:length], diff[2:length + 2], out=tangent)
         tangent.add_(diff[1:length + 1], alpha=2)
         y.addcmul_(workspace["tangent"], fields[count:])  # float16 fields widen exactly to float32
-        _round_to_bytes(y.clamp_(0, 255))
-        # Translate while reading the bytes out: the 28x28 window at canvas offset
-        # (1 - dy, 1 - dx) is the image shifted by (dy, dx), zero filled. The
-        # int32 -> uint8 cast keeps the low byte, the rounded value.
-        rounded = y.view(torch.int32).view(count, side, side)
-        shifted, first = workspace["shifted"], 0
-        for (dy, dx), number in zip(SHIFTS, torch.bincount(shift, minlength=len(SHIFTS)).tolist()):
-            rows = slice(first, first + number)
-            shifted[rows] = rounded[rows, 1 - dy:side - 1 - dy, 1 - dx:side - 1 - dx]
-            first += number
-        torch.index_select(shifted, 0, torch.argsort(order), out=out)
+        # infimnist truncates toward zero; after the clamp that is the floor. The
+        # int32 -> uint8 cast keeps the low byte, the whole number.
+        _round_to_bytes(y.clamp_(0, 255).floor_())
+        deformed, translated = workspace["deformed"], workspace["translated"]
+        deformed.copy_(y.view(torch.int32).view(count, side, side)[:, 1:-1, 1:-1])  # the digit, without the border
+        first = 0
+        for number, images in enumerate(torch.bincount(translation, minlength=len(TRANSLATION_MOVES)).tolist()):
+            rows = slice(first, first + images)
+            translated[rows] = translate(deformed[rows], number)
+            first += images
+        torch.index_select(translated, 0, torch.argsort(order), out=out)
 
     def _elastic_chunk(self, out, indices, train_rows, workspace) -> None:
         """"elastic" mode on a chunk: hashed bank combination, bilinear resampling, round.

@@ -12,10 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conv_core import native
-from conv_core.augment import SHIFTS, shift_images
+from conv_core import infinite, native
 from conv_core.infinite import (InfiniteMnist, elastic_draws, elastic_fields, infimnist_parameters,
-                                tangent_fields)
+                                tangent_fields, translate)
 
 MODES = ("infimnist", "elastic")
 
@@ -55,18 +54,44 @@ def generator_on(splits, mode, **kwargs):
 # --------------------------------------------------------------------------- reference formulas
 
 
+def infimnist_translation(c: list, t: int) -> list:
+    """infimnist's translation loops, element by element, in place on a flat list of 784 values."""
+    if t == 0:
+        for j in range(784 - 28):
+            c[j] = c[j + 28]
+        for j in range(784 - 28, 784):
+            c[j] = 0
+    elif t == 1:
+        for j in range(783, 27, -1):
+            c[j] = c[j - 28]
+        for j in range(27, -1, -1):
+            c[j] = 0
+    elif t == 2:
+        for j in range(783):
+            c[j] = 0 if j % 28 == 0 else c[j + 1]
+        c[783] = 0
+    elif t == 3:
+        for j in range(783, 0, -1):
+            c[j] = 0 if (j - 1) % 28 == 0 else c[j - 1]
+        c[0] = 0
+    elif t < 8:
+        infimnist_translation(c, (0, 0, 1, 1)[t - 4])
+        infimnist_translation(c, (2, 3, 2, 3)[t - 4])
+    return c
+
+
 def reference_infimnist(train, test_count, i, fields):
     """One image straight from the formula, float64 and Python integers; fields = tangent_fields(seed)."""
     x = train[(i - test_count) % len(train)].double()
-    k1 = i * 131071 % 1521
+    k1 = (i * 131071 % 2**32) % 1521
     k2 = (k1 + 1 + 2 * i) % 1522
     a = 1 if (k1 + k2) % 2 == 0 else -1
     sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=torch.float64)
     t0 = F.conv2d(x[None, None], sobel[None, None], padding=1)[0, 0] / 8
     t1 = F.conv2d(x[None, None], sobel.T[None, None], padding=1)[0, 0] / 8
-    y = (x + a * (fields[k1] * t0 - fields[k2] * t1)).clamp(0, 255).round()
-    dy, dx = SHIFTS[k1 % 9]
-    return shift_images(y[None], torch.tensor([dy]), torch.tensor([dx]))[0].to(torch.uint8)
+    y = (x + a * (fields[k1] * t0 - fields[k2] * t1)).clamp(0, 255).trunc()
+    moved = infimnist_translation(y.to(torch.uint8).flatten().tolist(), k1 % 9)
+    return torch.tensor(moved, dtype=torch.uint8).view(28, 28)
 
 
 def reference_elastic(train, test_count, i, fields, seed=0):
@@ -133,8 +158,46 @@ def test_full_mnist_numbers_follow_infimnist():
     big = torch.tensor([2**40 + 3, 2**62 + 1])  # no int64 overflow, however large the index
     k1, k2, sign, shift = infimnist_parameters(big)
     for j, value in enumerate(big.tolist()):
-        assert k1[j] == value * 131071 % 1521 and k2[j] == (k1[j].item() + 1 + 2 * value) % 1522
+        assert k1[j] == (value * 131071 % 2**32) % 1521 and k2[j] == (k1[j].item() + 1 + 2 * value) % 1522
         assert sign[j] == (1 if (k1[j] + k2[j]) % 2 == 0 else -1) and shift[j] == k1[j] % 9
+
+
+# (index, k1, k2, sign a, translation number), worked out by hand from infimnist's formulas.
+# 2^32 / 131071 = 32768.25, so from i = 32769 on the 32-bit product wraps around:
+#   i = 32768: 32768 * 131071 = 4,294,934,528 < 2^32; mod 1521 = 4,294,934,528 - 1521 * 2,823,757 = 131
+#              k2 = (131 + 1 + 65,536) mod 1522 = 65,668 - 1522 * 43 = 222; 131 mod 9 = 5
+#   i = 32769: 32769 * 131071 = 4,295,065,599 - 2^32 = 98,303; 98,303 - 1521 * 64 = 959
+#              k2 = (959 + 1 + 65,538) mod 1522 = 66,498 - 1522 * 43 = 1052; 959 = 9 * 106 + 5
+#   i = 40000: 5,242,840,000 - 2^32 = 947,872,704; - 1521 * 623,190 = 714
+#              k2 = (714 + 1 + 80,000) mod 1522 = 80,715 - 1522 * 53 = 49; 714 = 9 * 79 + 3
+#   i = 70000: 9,174,970,000 - 2 * 2^32 = 585,035,408; - 1521 * 384,638 = 1010
+#              k2 = (1010 + 1 + 140,000) mod 1522 = 141,011 - 1522 * 92 = 987; 1010 = 9 * 112 + 2
+#   i = 10^6:  131,071,000,000 - 30 * 2^32 = 2,221,981,120; - 1521 * 1,460,868 = 892
+#              k2 = (892 + 1 + 2,000,000) mod 1522 = 2,000,893 - 1522 * 1314 = 985; 892 = 9 * 99 + 1
+#   i = 2^32 + 5: uint32(i) = 5; 5 * 131071 = 655,355 - 1521 * 430 = 1325
+#              2^32 = 1522 * 2,821,923 + 490, so k2 = (1325 + 1 + 2 * (490 + 5)) mod 1522 = 2316 - 1522 = 794
+#   1522 is even, so k2 = k1 + 1 (mod 2): k1 + k2 is always odd and a always -1.
+INFIMNIST_PARAMETERS = [
+    (1, 265, 268, -1, 4),
+    (32768, 131, 222, -1, 5),
+    (32769, 959, 1052, -1, 5),
+    (40000, 714, 49, -1, 3),
+    (70000, 1010, 987, -1, 2),
+    (70001, 1275, 1254, -1, 6),
+    (70006, 1079, 1068, -1, 8),
+    (10**6, 892, 985, -1, 1),
+    (123456789, 1267, 786, -1, 7),
+    (2**32 + 5, 1325, 794, -1, 2),
+    (10**12, 243, 1432, -1, 0),
+]
+
+
+def test_per_index_parameters_are_infimnists_with_the_32_bit_wrap():
+    indices = torch.tensor([row[0] for row in INFIMNIST_PARAMETERS])
+    got = torch.stack(infimnist_parameters(indices), dim=1).tolist()
+    assert [[i, *values] for i, values in zip(indices.tolist(), got)] == [list(row) for row in INFIMNIST_PARAMETERS]
+    # a is -1 for every index, as the parity argument says
+    assert (infimnist_parameters(torch.arange(70000, 80000))[2] == -1).all()
 
 
 def test_epochs_get_fresh_ranges_and_indices_must_be_non_negative():
@@ -223,10 +286,106 @@ def test_deformations_keep_the_ink_roughly_and_change_the_digit(mode, tolerance,
     assert ((ink - 1).abs() <= tolerance).float().mean() >= 0.95
     assert 0.9 < ink.mean() < 1.1
     if mode == "infimnist":  # compare with the source moved by the same translation
-        shift = torch.tensor(SHIFTS)[infimnist_parameters(indices)[3]]
-        sources = shift_images(sources, shift[:, 0], shift[:, 1])
+        numbers = infimnist_parameters(indices)[3]
+        for number in range(9):
+            sources[numbers == number] = translate(sources[numbers == number], number)
     change = (images.float() - sources.float()).abs().mean((1, 2))
     assert (change > 0).all() and change.median() > 5  # grey levels per pixel
+
+
+# --------------------------------------------------------------------------- translation and truncation
+
+# A 28x28 image with six marked pixels, (row, column): value; and where each of
+# infimnist's 9 translations puts them, worked out by hand from its flat-array
+# loops (None: the pixel falls off, or lands on the column a horizontal move blanks).
+MARKS = {(5, 7): 1, (0, 0): 2, (27, 27): 3, (10, 0): 4, (10, 27): 5, (12, 1): 6}
+MOVED_MARKS = [
+    # 0 up: (r, c) takes (r + 1, c)
+    {(5, 7): (4, 7), (0, 0): None, (27, 27): (26, 27), (10, 0): (9, 0), (10, 27): (9, 27), (12, 1): (11, 1)},
+    # 1 down: (r, c) takes (r - 1, c)
+    {(5, 7): (6, 7), (0, 0): (1, 0), (27, 27): None, (10, 0): (11, 0), (10, 27): (11, 27), (12, 1): (13, 1)},
+    # 2 left: column 27 of row 9 takes row 10's first pixel; column 0 is blank, so column 1 is lost
+    {(5, 7): (5, 6), (0, 0): None, (27, 27): (27, 26), (10, 0): (9, 27), (10, 27): (10, 26), (12, 1): None},
+    # 3 right: column 0 of row 11 takes row 10's last pixel; column 1 is blank, so column 0 is lost
+    {(5, 7): (5, 8), (0, 0): None, (27, 27): None, (10, 0): None, (10, 27): (11, 0), (12, 1): (12, 2)},
+    # 4 up, then left
+    {(5, 7): (4, 6), (0, 0): None, (27, 27): (26, 26), (10, 0): (8, 27), (10, 27): (9, 26), (12, 1): None},
+    # 5 up, then right
+    {(5, 7): (4, 8), (0, 0): None, (27, 27): (27, 0), (10, 0): None, (10, 27): (10, 0), (12, 1): (11, 2)},
+    # 6 down, then left
+    {(5, 7): (6, 6), (0, 0): (0, 27), (27, 27): None, (10, 0): (10, 27), (10, 27): (11, 26), (12, 1): None},
+    # 7 down, then right
+    {(5, 7): (6, 8), (0, 0): None, (27, 27): None, (10, 0): None, (10, 27): (12, 0), (12, 1): (13, 2)},
+    # 8 none
+    {mark: mark for mark in MARKS},
+]
+
+
+def marked_image(places) -> torch.Tensor:
+    """The image with MARKS' values at `places` (mark -> position or None)."""
+    image = torch.zeros(28, 28, dtype=torch.uint8)
+    for mark, place in places.items():
+        if place is not None:
+            image[place] = MARKS[mark]
+    return image
+
+
+@pytest.mark.parametrize("number", range(9))
+def test_each_translation_moves_the_flat_array_as_infimnist_does(number):
+    source, expected = marked_image({mark: mark for mark in MARKS}), marked_image(MOVED_MARKS[number])
+    assert torch.equal(translate(source[None], number)[0], expected)
+    assert torch.equal(torch.tensor(infimnist_translation(source.flatten().tolist(), number)).view(28, 28), expected)
+
+
+@pytest.fixture
+def constant_fields(monkeypatch):
+    """Make every "infimnist" field the constant `value` px (seed 99 only, its banks rebuilt)."""
+    def use(value):
+        monkeypatch.setattr(infinite, "tangent_fields", lambda seed: torch.full((1522, 28, 28), float(value),
+                                                                                dtype=torch.float64))
+        infinite.tangent_field_bank.cache_clear()
+        infinite.tangent_field_steps.cache_clear()
+        return 99
+    yield use
+    infinite.tangent_field_bank.cache_clear()
+    infinite.tangent_field_steps.cache_clear()
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_both_paths_translate_like_infimnist_at_the_image_edges(kernel, constant_fields):
+    """With zero fields the deformation leaves the digit as it is and only the translation shows."""
+    digit = marked_image({mark: mark for mark in MARKS})
+    gen = InfiniteMnist(digit[None], torch.tensor([7]), digit[None], torch.tensor([7]),
+                        seed=constant_fields(0), kernel=needs_kernel(kernel))
+    indices = torch.arange(2, 200)
+    numbers = infimnist_parameters(indices)[3]
+    assert set(numbers.tolist()) == set(range(9))
+    images, _ = gen.images(indices)
+    for image, number in zip(images, numbers.tolist()):
+        assert torch.equal(image, marked_image(MOVED_MARKS[number])), f"translation {number}"
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_bytes_are_truncated_toward_zero_not_rounded(kernel, constant_fields):
+    """Every field -1.5 px; the digit's rows are all `row`, so (rows 6-19) T1 = 0,
+    T0 = (x[c+1] - x[c-1]) / 2, and with a = -1, x' = x + 0.75 (x[c+1] - x[c-1])."""
+    row = torch.zeros(28, dtype=torch.uint8)
+    row[2:5] = torch.tensor([3, 3, 4])          # x' = 3 + 0.75 * (4 - 3) = 3.75 at column 3
+    row[7:10] = torch.tensor([253, 254, 255])   # x' = 254 + 0.75 * 2 = 255.5 at column 8
+    row[12:15] = torch.tensor([2, 1, 0])        # x' = 1 + 0.75 * -2 = -0.5 at column 13
+    row[17:20] = torch.tensor([9, 10, 11])      # x' = 10 + 0.75 * 2 = 11.5 at column 18
+    digit = torch.zeros(28, 28, dtype=torch.uint8)
+    digit[5:21] = row
+    gen = InfiniteMnist(digit[None], torch.tensor([7]), digit[None], torch.tensor([7]),
+                        seed=constant_fields(-1.5), kernel=needs_kernel(kernel))
+    k1, _, sign, number = infimnist_parameters(torch.tensor([70006]))
+    assert int(number) == 8 and int(sign) == -1  # no translation, a = -1
+    image = gen[70006][0]
+    assert image[6:20, [3, 8, 13, 18]].tolist() == [[3, 255, 0, 11]] * 14  # rounding would give 4, 255, 0, 12
+    # every pixel of those rows: the formula, clamped, truncated
+    padded = F.pad(row.double(), (1, 1))
+    expected = (row.double() + 0.75 * (padded[2:] - padded[:-2])).clamp(0, 255).trunc().to(torch.uint8)
+    assert torch.equal(image[6:20], expected.expand(14, 28))
 
 
 def test_spec_is_json_and_says_what_it_is():
