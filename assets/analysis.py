@@ -14,6 +14,7 @@ from conv_core.representations import (
     TRIPLET_RULE, choose_triplet, layer_features, pca_2d, representation_measures, triplet_distances,
     triplet_flip_rates,
 )
+from assets.checks import claim_results, claim_specs
 from assets.training import load_trained
 from pipelines.resources.figures import figure_metadata, figure_paths, publish_figures
 from pipelines.resources.metadata import table_metadata
@@ -30,9 +31,9 @@ CONNECTIVITY_EXAMPLES = [
 ]
 
 
-@dg.asset(group_name=GROUP, code_version="2",
+@dg.asset(check_specs=claim_specs("parameter_counts"), group_name=GROUP, code_version="2",
           description="Weights, biases and signal sizes per layer of every model, and the connectivity arithmetic.")
-def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[dict]:
+def parameter_counts(context: dg.AssetExecutionContext):
     rows = []
     for name in MODEL_NAMES:
         count = count_parameters(name)
@@ -54,7 +55,7 @@ def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[dict]:
     metadata = figure_metadata(context, figure, "weights_vs_signals")
     value = {"layers": frame.to_dict(orient="records"), "models": summary.to_dict(orient="records"),
              "connectivity": connectivity.to_dict(orient="records"), "figures": figure_paths(metadata)}
-    return dg.Output(value, metadata={
+    output = dg.Output(value, metadata={
         "layers": table_metadata(frame),
         "models": table_metadata(summary),
         "connectivity": table_metadata(connectivity),
@@ -64,6 +65,8 @@ def parameter_counts(context: dg.AssetExecutionContext) -> dg.Output[dict]:
         "mlp_signals": str(totals["mlp"].signals),
         **metadata,
     })
+    yield output
+    yield from claim_results("parameter_counts", output.value)
 
 
 class RepresentationSettings(dg.Config):
@@ -72,6 +75,7 @@ class RepresentationSettings(dg.Config):
 
 
 @dg.asset(
+    check_specs=claim_specs("representation_distances"),
     group_name=GROUP,
     code_version="3",
     ins={"trained_model": by_partition(REPRESENTED)},
@@ -79,7 +83,7 @@ class RepresentationSettings(dg.Config):
                 f"({', '.join(e.key for e in REPRESENTED)}).",
 )
 def representation_distances(context: dg.AssetExecutionContext, config: RepresentationSettings, mnist: dict,
-                             trained_model: dict, mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+                             trained_model: dict, mlflow_tracking: MlflowTracking):
     test_images, test_labels = mnist["test_images"], mnist["test_labels"]
     train_images, train_labels = random_subset(mnist["train_images"], mnist["train_labels"], config.knn_train_limit)
     triplet = choose_triplet(test_images, test_labels)
@@ -124,7 +128,7 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
     seed_cnn = distances[distances.model == "seed_cnn"].set_index("layer")["ratio"]
     value = {"table": frame.to_dict(orient="records"), "triplet": triplet.as_dict(), "triplet_rule": TRIPLET_RULE,
              "runs": _runs_read(trained_model), "figures": figure_paths(metadata)}
-    return dg.Output(value, metadata={
+    output = dg.Output(value, metadata={
         "runs_read": ", ".join(f"{r['partition']} ({r['mlflow_run_id']})" for r in value["runs"]),
         "triplet": triplet.as_dict(),
         "triplet_rule": TRIPLET_RULE,
@@ -136,6 +140,8 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
             measures[(measures.model == "seed_cnn") & (measures.layer == "logits")]["wrong_pixel_triplets_put_right"].max()),
         **metadata,
     })
+    yield output
+    yield from claim_results("representation_distances", output.value)
 
 
 RUN_FIELDS = ("partition", "model", "data_variant", "seed", "test_accuracy", "weights", "training_seconds",
@@ -160,10 +166,10 @@ def comparison_rows(trained_model: dict) -> tuple[pd.DataFrame, list[str]]:
     return frame.sort_values(["data_variant", "weights", "model", "seed"]).reset_index(drop=True), left_out
 
 
-@dg.asset(group_name=GROUP, code_version="3", ins={"trained_model": by_partition()},
+@dg.asset(check_specs=claim_specs("run_comparison"), group_name=GROUP, code_version="3", ins={"trained_model": by_partition()},
           description="Every training partition side by side, and test accuracy by model and data variant "
                       "(mean and spread over seeds).")
-def run_comparison(context: dg.AssetExecutionContext, trained_model: dict) -> dg.Output[dict]:
+def run_comparison(context: dg.AssetExecutionContext, trained_model: dict):
     runs, left_out = comparison_rows(trained_model)
     if left_out:
         context.log.warning(f"left out of the comparison, trained on other data than {EXPLAINED.key}: "
@@ -180,12 +186,14 @@ def run_comparison(context: dg.AssetExecutionContext, trained_model: dict) -> dg
     metadata = publish_figures(context, figures)
     value = {"runs": runs.to_dict(orient="records"), "accuracy_by_variant": by_variant.to_dict(orient="records"),
              "left_out": left_out, "figures": figure_paths(metadata)}
-    return dg.Output(value, metadata={
+    output = dg.Output(value, metadata={
         "runs": table_metadata(runs),
         "accuracy_by_variant": table_metadata(by_variant),
         "left_out": ", ".join(left_out) or "none",
         **metadata,
     })
+    yield output
+    yield from claim_results("run_comparison", output.value)
 
 
 def accuracy_by_variant(latest: pd.DataFrame) -> pd.DataFrame:

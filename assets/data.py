@@ -9,6 +9,7 @@ from conv_core import plots
 from conv_core.augment import SHIFTS, expand_shifts
 from conv_core.data import VALIDATION_FRACTION, MnistConfig, Source, load_mnist, random_subset, validation_split
 from conv_core.infinite import InfiniteMnist, Mode
+from assets.checks import MNIST_IS_SOUND, claim_results, claim_specs, mnist_soundness
 from pipelines.resources.figures import figure_metadata, figure_paths
 from pipelines.resources.metadata import table_metadata
 from pipelines.resources.paths import data_cache_dir
@@ -33,9 +34,9 @@ class MnistSettings(dg.Config):
                                                    "to choose on; the test digits decide nothing")
 
 
-@dg.asset(group_name=GROUP, code_version="1",
-          description="MNIST train and test splits as uint8 tensors, with their provenance.")
-def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output[dict]:
+@dg.asset(group_name=GROUP, code_version="2", check_specs=[MNIST_IS_SOUND],
+          description="MNIST train, validation and test splits as uint8 tensors, with their provenance.")
+def mnist(context: dg.AssetExecutionContext, config: MnistSettings):
     splits = load_mnist(MnistConfig(source=config.source, idx_dir=config.idx_dir, cache_dir=str(data_cache_dir()),
                                     sample_test_size=config.sample_test_size, seed=config.seed),
                         log=context.log.info)
@@ -78,12 +79,14 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings) -> dg.Output
         **figure_metadata(context, plots.digit_examples(train_images, train_labels), "digit_examples"),
     }
     value["figures"] = figure_paths(metadata)
-    return versioned_output(value, provenance["identity"], metadata)
+    yield versioned_output(value, provenance["identity"], metadata)
+    yield mnist_soundness(value)
 
 
 @dg.asset(group_name=GROUP, code_version="1",
+          check_specs=claim_specs("shifted_mnist"),
           description='All 9 one-pixel shifts of every training digit: "crop 2 pixels, 9 times the data".')
-def shifted_mnist(context: dg.AssetExecutionContext, mnist: dict) -> dg.Output[dict]:
+def shifted_mnist(context: dg.AssetExecutionContext, mnist: dict):
     images, labels, shift_index = expand_shifts(mnist["train_images"], mnist["train_labels"])
     source_count = len(mnist["train_labels"])
     example = torch.stack([images[k * source_count] for k in range(len(SHIFTS))])
@@ -92,12 +95,13 @@ def shifted_mnist(context: dg.AssetExecutionContext, mnist: dict) -> dg.Output[d
     metadata = figure_metadata(context, figure, "nine_shifts")
     value = {"images": images, "labels": labels, "shift_index": shift_index, "shifts": list(SHIFTS),
              "source_count": source_count, "figures": figure_paths(metadata)}
-    return dg.Output(value, metadata={
+    yield dg.Output(value, metadata={
         "source_count": source_count,
         "expanded_count": len(labels),
         "factor": len(labels) / source_count,
         **metadata,
     })
+    yield from claim_results("shifted_mnist", value)
 
 
 class InfiniteMnistSettings(dg.Config):

@@ -14,13 +14,14 @@ import torch
 from pydantic import Field
 
 from conv_core import plots, plots_inside
-from conv_core.dream import class_hallucinations, layer_hallucinations
+from conv_core.dream import class_hallucinations, layer_hallucinations, norm_gradient_identity
 from conv_core.gradients import layer1_gradients, most_active_unit, top_activations as find_top_activations
-from conv_core.gradients import unit_projections
+from conv_core.gradients import unit_projections, upper_half_share
 from conv_core.segment import (
     BACKGROUND_THRESHOLD, class_map, compare_sliding, dense_logits, fully_convolutional, make_canvas,
     placement_hits, sliding_costs, sliding_window_logits,
 )
+from assets.checks import claim_results, claim_specs
 from assets.training import load_trained
 from conv_core.experiments import EXPLAINED
 from pipelines.resources.figures import figure_paths, publish_figures
@@ -68,16 +69,17 @@ class GradientSettings(dg.Config):
     digit: int = Field(default=8, description="the class of the example (the lecture uses an 8); its first test digit")
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
+@dg.asset(check_specs=claim_specs("input_gradients"), group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="Gradients to the input: dh1/dx is the filter; the most active layer-2 unit's gradient, deconvnet and guided backprop.")
 def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings, trained_model: dict, mnist: dict,
-                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+                    mlflow_tracking: MlflowTracking):
     model, run, run_id = _explained(trained_model, mlflow_tracking)
     index = first_of_class(mnist["test_labels"], config.digit)
     image = mnist["test_images"][index]
     layer1 = layer1_gradients(model, image)
     channel, y, x, value = most_active_unit(model, image, "relu2")
     projections = unit_projections(model, image, "relu2", (channel, y, x))
+    upper_share = upper_half_share(projections["gradient"], image)
     figures = {
         "layer1_gradients_vs_filters": plots_inside.layer1_gradients_figure(image, layer1),
         "layer2_unit_projections": plots_inside.unit_projections_figure(image, projections, "relu2", (channel, y, x),
@@ -85,16 +87,20 @@ def input_gradients(context: dg.AssetExecutionContext, config: GradientSettings,
     }
     metadata = publish_figures(context, figures, run, "gradients")
     run.log_metrics({"dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"]})
-    return dg.Output({"test_index": index, "layer1": layer1, "unit": (channel, y, x), "unit_value": value,
-                      "projections": projections, "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
+    output = dg.Output({"test_index": index, "digit": config.digit, "layer1": layer1, "unit": (channel, y, x),
+                      "unit_value": value, "unit_upper_half_share": upper_share, "projections": projections,
+                      "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
         "explains": EXPLAINED.key,
         "test_index": index,
+        "layer2_unit_gradient_upper_half_share": upper_share,
         "dh1_dx_minus_filter_max_abs": layer1["max_abs_difference"],
         "layer2_unit": f"channel {channel} at ({y}, {x})",
         "layer2_unit_activation": value,
         "mlflow_run_id": run_id,
         **metadata,
     })
+    yield output
+    yield from claim_results("input_gradients", output.value)
 
 
 @dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
@@ -127,16 +133,18 @@ class HallucinationSettings(dg.Config):
 HALLUCINATION_LAYERS = ("relu1", "pool1", "relu2", "pool2", "fc1")
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
+@dg.asset(check_specs=claim_specs("hallucinations"), group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="Hallucinations: gradient ascent on 1/2 ||h||^2 of each layer, from digits and from noise; one image per class.")
 def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSettings, trained_model: dict, mnist: dict,
-                   mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+                   mlflow_tracking: MlflowTracking):
     model, run, run_id = _explained(trained_model, mlflow_tracking)
     digits = mnist["test_images"][[first_of_class(mnist["test_labels"], d) for d in (3, 8)]].float() / 255
     noise = 0.1 * torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(0))
     starts = torch.cat([digits, noise])
     results = layer_hallucinations(model, starts, HALLUCINATION_LAYERS, steps=config.steps, step_size=config.step_size)
     class_images, class_records = class_hallucinations(model, steps=config.class_steps)
+    # The lecture's identity behind the ascent, checked on the 8 at h^(2).
+    identity = norm_gradient_identity(model, digits[1], "relu2")
     norms = [{"layer": layer, "start": start, "norm_before": float(record["norm_before"][i]),
               "norm_after": float(record["norm_after"][i])}
              for layer, (_, record) in results.items() for i, start in enumerate(["digit 3", "digit 8", "noise"])]
@@ -145,16 +153,19 @@ def hallucinations(context: dg.AssetExecutionContext, config: HallucinationSetti
     metadata = publish_figures(context, figures, run, "hallucinations")
     smallest_growth = min(row["norm_after"] / max(row["norm_before"], 1e-12) for row in norms)
     run.log_metrics({"hallucination_smallest_norm_growth": smallest_growth})
-    return dg.Output({"norms": norms, "class_records": class_records,
+    output = dg.Output({"norms": norms, "norm_identity": identity, "class_records": class_records,
                       "images": {layer: images for layer, (images, _) in results.items()},
                       "class_images": class_images, "figures": figure_paths(metadata), **_explains(run_id)}, metadata={
         "explains": EXPLAINED.key,
         "norms": dg.MetadataValue.json(norms),
         "smallest_norm_growth": smallest_growth,
+        "norm_identity_max_abs_difference": identity["max_abs_difference"],
         "class_probabilities": dg.MetadataValue.json({r["digit"]: round(r["probability"], 3) for r in class_records}),
         "mlflow_run_id": run_id,
         **metadata,
     })
+    yield output
+    yield from claim_results("hallucinations", output.value)
 
 
 class SlidingSettings(dg.Config):
@@ -174,10 +185,10 @@ def _best_of(function, repeats: int = 3) -> tuple[float, object]:
     return best, result
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
+@dg.asset(check_specs=claim_specs("sliding_segmentation"), group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
           description="The classifier slid over a canvas as a fully convolutional net: class map, and cost against explicit windows.")
 def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSettings, trained_model: dict, mnist: dict,
-                         mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+                         mlflow_tracking: MlflowTracking):
     model, run, run_id = _explained(trained_model, mlflow_tracking)
     fcn = fully_convolutional(model)
     test_images = mnist["test_images"]
@@ -214,7 +225,7 @@ def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSetti
     background_rule = (f"a window is background when its top softmax probability is below {config.threshold} "
                        "(a threshold, not a trained background class)")
     run.log_metrics({"sliding_multiply_add_ratio": costs["ratio"], "sliding_wall_time_speedup": summary["wall_time_speedup"]})
-    return dg.Output({"canvas": canvas, "placements": [p._asdict() for p in placements],
+    output = dg.Output({"canvas": canvas, "placements": [p._asdict() for p in placements],
                       "predicted": result.predicted, "confidence": result.confidence, **summary,
                       "background_rule": background_rule, "figures": figure_paths(metadata), **_explains(run_id)},
                      metadata={
@@ -224,3 +235,5 @@ def sliding_segmentation(context: dg.AssetExecutionContext, config: SlidingSetti
         "mlflow_run_id": run_id,
         **metadata,
     })
+    yield output
+    yield from claim_results("sliding_segmentation", output.value)

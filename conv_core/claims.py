@@ -25,6 +25,10 @@ ACCURACY_FLOOR = 0.5
 GRADIENT_TOLERANCE = 1e-6
 # The fully convolutional net equals the classifier (compared in float64).
 FCN_TOLERANCE = 1e-5
+# d||h||^2/dx against 2 h^T dh/dx, in float64, relative to the gradient's largest entry.
+NORM_IDENTITY_TOLERANCE = 1e-9
+# The layer the lecture's notebooks show the triplet's order flip at.
+TRIPLET_LAYER = "conv2"
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,18 @@ class Claim:
     measured_value: str
     tolerance: str
     passed: bool
+    # The number the decision compares, where there is one (asset-check plots need numbers).
+    measured_number: float | None = None
+    lecture_number: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _claim(key, slide, statement, lecture, measured, tolerance, passed) -> Claim:
-    return Claim(key, slide, statement, str(lecture), str(measured), str(tolerance), bool(passed))
+def _claim(key, slide, statement, lecture, measured, tolerance, passed, number=None, lecture_number=None) -> Claim:
+    as_float = lambda v: None if v is None else float(v)
+    return Claim(key, slide, statement, str(lecture), str(measured), str(tolerance), bool(passed),
+                 as_float(number), as_float(lecture_number))
 
 
 def _counts_claim(key: str, label: str, count: ModelCount, weights: list[int], signals: list[int]) -> Claim:
@@ -52,7 +61,8 @@ def _counts_claim(key: str, label: str, count: ModelCount, weights: list[int], s
                   f"The {label} has {' + '.join(map(str, weights))} = {sum(weights)} weights and signals "
                   f"{', '.join(map(str, signals))}", lecture,
                   f"weights {measured} = {count.weights}; signals {count.signals}", "exact",
-                  measured == weights and count.weights == sum(weights) and count.signals == signals)
+                  measured == weights and count.weights == sum(weights) and count.signals == signals,
+                  count.weights, sum(weights))
 
 
 def seed_cnn_counts(count: ModelCount) -> Claim:
@@ -70,14 +80,16 @@ def more_signals_fewer_weights(cnn: ModelCount, mlp: ModelCount) -> Claim:
                   f"signals {sum(lecture.SIGNALS['seed_cnn'])} > {sum(lecture.SIGNALS['mlp'])}; "
                   f"weights {sum(lecture.WEIGHTS['seed_cnn'])} < {sum(lecture.WEIGHTS['mlp'])}",
                   f"signals {sum(cnn.signals)} vs {sum(mlp.signals)}; weights {cnn.weights} vs {mlp.weights}",
-                  "strict inequality", sum(cnn.signals) > sum(mlp.signals) and cnn.weights < mlp.weights)
+                  "strict inequality", sum(cnn.signals) > sum(mlp.signals) and cnn.weights < mlp.weights,
+                  mlp.weights / cnn.weights)
 
 
 def local_connectivity(dense: int, local: int, shared: int) -> Claim:
     return _claim("local_connectivity_and_sharing", "Local connectivity / Parameter sharing",
                   "5 inputs to 5 outputs: 25 weights dense, 13 with local connectivity, 3 with sharing",
                   _connectivity_text(lecture.CONNECTIVITY_1D), f"{dense} -> {local} -> {shared}", "exact",
-                  (dense, local, shared) == tuple(lecture.CONNECTIVITY_1D[k] for k in ("dense", "local", "shared")))
+                  (dense, local, shared) == tuple(lecture.CONNECTIVITY_1D[k] for k in ("dense", "local", "shared")),
+                  shared, lecture.CONNECTIVITY_1D["shared"])
 
 
 def _connectivity_text(numbers: dict) -> str:
@@ -89,46 +101,47 @@ def nine_times_the_data(source_count: int, expanded_count: int) -> Claim:
     return _claim("nine_times_the_data", "Regularization by data augmentation",
                   "Cropping just 2 pixels gets you 9 times the data", f"{lecture.AUGMENTATION_FACTOR}x",
                   f"{source_count} -> {expanded_count} ({factor:g}x)", "exact",
-                  expanded_count == lecture.AUGMENTATION_FACTOR * source_count > 0)
+                  expanded_count == lecture.AUGMENTATION_FACTOR * source_count > 0, factor, lecture.AUGMENTATION_FACTOR)
 
 
 def triplet_pixel_order(pixel_ratio: float) -> Claim:
     return _claim("triplet_pixels_nine_closer", "Good representation?",
-                  "In pixel space, 9-4 is closer: d(9A,4A) / d(4A,4B) < 1",
+                  "In pixel space, 9-4 is closer: d(9A,4A) / d(4A,4B) < 1 for a typical triplet",
                   f"{lecture.TRIPLET_RATIOS['pixels']} (Caffe notebooks' triplet)", f"{pixel_ratio:.3f}", "< 1",
-                  pixel_ratio < 1)
+                  pixel_ratio < 1, pixel_ratio, lecture.TRIPLET_RATIOS["pixels"])
 
 
-def triplet_feature_order(layer_ratios: dict[str, float]) -> Claim:
-    """The two 4s closer in the CNN's feature space: at the logits, for the chosen triplet."""
-    logits = layer_ratios.get("logits", float("nan"))
-    shown = ", ".join(f"{layer} {ratio:.2f}" for layer, ratio in layer_ratios.items())
+def triplet_feature_order(layer_ratios: dict[str, float], layer: str = TRIPLET_LAYER) -> Claim:
+    """The two 4s closer in the CNN's feature space, at the layer where the lecture's notebooks flip."""
+    ratio = layer_ratios.get(layer, float("nan"))
+    shown = ", ".join(f"{name} {value:.2f}" for name, value in layer_ratios.items())
     return _claim("triplet_features_fours_closer", "Good representation?",
-                  "In feature space, 4-4 is closer: d(9A,4A) / d(4A,4B) > 1 at the CNN's output",
-                  f"{lecture.TRIPLET_RATIOS['logits']:.2f} at the logits (flips at conv2)", shown, "> 1 at the logits",
-                  logits > 1)
+                  f"In feature space, 4-4 is closer: d(9A,4A) / d(4A,4B) > 1 from {layer} on",
+                  f"{lecture.TRIPLET_RATIOS[layer]:.2f} at {layer} (flips there; "
+                  f"{lecture.TRIPLET_RATIOS['logits']:.2f} at the logits)", shown, f"> 1 at {layer}",
+                  ratio > 1, ratio, lecture.TRIPLET_RATIOS[layer])
 
 
 def aggregate_feature_order(pixel_rate: float, feature_rate: float, layer: str) -> Claim:
     return _claim("aggregate_features_order_better", "Good representation?",
                   "Over the test split's 4s and 9s, same-class pairs are closer more often in the CNN's "
-                  "feature space than in pixel space: P[d(a,p) < d(a,n)]",
+                  f"{layer} than in pixel space: P[d(a,p) < d(a,n)]",
                   "feature space better than pixel space", f"pixels {pixel_rate:.3f}, {layer} {feature_rate:.3f}",
-                  "feature rate > pixel rate", feature_rate > pixel_rate)
+                  "feature rate > pixel rate", feature_rate > pixel_rate, feature_rate - pixel_rate)
 
 
 def gradient_is_filter(max_abs_difference: float) -> Claim:
     return _claim("dh1_dx_is_the_filter", "Gradients to inputs",
                   "dh1/dx is boring, gives just the filters W1 (gated by the ReLU)", "difference 0",
                   f"max |dh1/dx - W1| = {max_abs_difference:.2e}", f"< {GRADIENT_TOLERANCE:g}",
-                  max_abs_difference < GRADIENT_TOLERANCE)
+                  max_abs_difference < GRADIENT_TOLERANCE, max_abs_difference, 0)
 
 
 def fcn_equals_classifier(max_abs_difference: float) -> Claim:
     return _claim("fcn_equals_classifier", "Semantic segmentation",
                   "Sliding the classifier as a fully convolutional net: on a 28x28 input it is the classifier",
                   "identical logits", f"max |difference| = {max_abs_difference:.2e} (float64)",
-                  f"< {FCN_TOLERANCE:g}", max_abs_difference < FCN_TOLERANCE)
+                  f"< {FCN_TOLERANCE:g}", max_abs_difference < FCN_TOLERANCE, max_abs_difference, 0)
 
 
 def cnn_beats_mlp(cnn_accuracy: float, mlp_accuracy: float, cnn_weights: int, mlp_weights: int) -> Claim:
@@ -138,7 +151,8 @@ def cnn_beats_mlp(cnn_accuracy: float, mlp_accuracy: float, cnn_weights: int, ml
                   f"The CNN beats the MLP's test accuracy with about {lecture.WEIGHT_RATIO} times fewer weights",
                   f"fewer weights ({mlp} / {cnn} = {mlp / cnn:.1f}x), better accuracy",
                   f"CNN {cnn_accuracy:.4f} vs MLP {mlp_accuracy:.4f}; {ratio:.1f}x fewer weights",
-                  "CNN accuracy > MLP accuracy", cnn_accuracy > mlp_accuracy and round(ratio) == lecture.WEIGHT_RATIO)
+                  "CNN accuracy > MLP accuracy", cnn_accuracy > mlp_accuracy and round(ratio) == lecture.WEIGHT_RATIO,
+                  cnn_accuracy - mlp_accuracy)
 
 
 def augmentation_keeps_accuracy(plain: float, augmented: dict[str, float]) -> Claim:
@@ -147,7 +161,8 @@ def augmentation_keeps_accuracy(plain: float, augmented: dict[str, float]) -> Cl
     return _claim("augmentation_does_not_hurt", "Regularization by data augmentation",
                   "Augmented data (shifts, infinite MNIST) does not lower the CNN's test accuracy at equal epochs",
                   "regularises: no loss", f"plain {plain:.4f}; {shown}", f"at most {AUGMENTATION_TOLERANCE} lower",
-                  bool(augmented) and not math.isnan(worst) and worst >= plain - AUGMENTATION_TOLERANCE)
+                  bool(augmented) and not math.isnan(worst) and worst >= plain - AUGMENTATION_TOLERANCE,
+                  worst - plain)
 
 
 def hallucination_grows(norms: list[dict]) -> Claim:
@@ -155,7 +170,41 @@ def hallucination_grows(norms: list[dict]) -> Claim:
     return _claim("hallucination_increases_norm", "What would activate the whole layer more?",
                   "Stepping the input along d||h||^2/dx = 2 h^T dh/dx increases ||h||^2", "grows",
                   f"||h|| grew {min(growth):.2f}x to {max(growth):.2f}x over {len(growth)} (layer, start) pairs",
-                  "every growth > 1", bool(growth) and min(growth) > 1)
+                  "every growth > 1", bool(growth) and min(growth) > 1, min(growth) if growth else None)
+
+
+def norm_gradient_identity(record: dict) -> Claim:
+    relative = record["max_abs_difference"] / max(record["max_abs_gradient"], 1e-300)
+    return _claim("norm_gradient_is_2_h_dh_dx", "What would activate the whole layer more?",
+                  "d||h||^2/dx = 2 h^T dh/dx: autograd's gradient of the norm equals the Jacobian contracted with 2h",
+                  "equal", f"{record['layer']}: max |difference| = {record['max_abs_difference']:.2e} "
+                  f"({relative:.1e} of the largest entry, float64, {record['units']} units)",
+                  f"< {NORM_IDENTITY_TOLERANCE:g} relative", relative < NORM_IDENTITY_TOLERANCE, relative, 0)
+
+
+def layer2_unit_looks_at_upper_half(share: float, digit: int, unit: str) -> Claim:
+    return _claim("layer2_unit_looks_at_upper_loop", "Gradients to inputs",
+                  f"The most active layer-2 unit on an {digit} looks at its upper loop: most of its input "
+                  "gradient lies in the upper half of the digit",
+                  "the upper loop of an 8", f"{share:.0%} of |gradient| in the upper half ({unit})",
+                  "share > 50%", share > 0.5, share)
+
+
+def fcn_shares_computation(ratio: float, wall_time_speedup: float, canvas: int) -> Claim:
+    return _claim("fcn_shares_computation", "Semantic segmentation",
+                  "As a fully convolutional net, sliding the classifier shares the computation of overlapping windows",
+                  "shared: fewer operations than explicit windows",
+                  f"{ratio:.1f}x fewer multiply-adds, {wall_time_speedup:.1f}x faster on a {canvas}x{canvas} canvas",
+                  "multiply-add ratio > 1", ratio > 1, ratio)
+
+
+def segmentation_beats_sliding(mean_iou: float, baseline_mean_iou: float) -> Claim:
+    return _claim("segmentation_beats_sliding", "Semantic segmentation",
+                  "A fully convolutional net fine-tuned with a background class segments scenes of digits better "
+                  "than the classifier slid over them",
+                  "per-pixel labels (Long et al. 2015)",
+                  f"mean IoU {mean_iou:.3f} fine-tuned vs {baseline_mean_iou:.3f} sliding",
+                  "fine-tuned mean IoU > sliding mean IoU", mean_iou > baseline_mean_iou, mean_iou - baseline_mean_iou)
 
 
 
@@ -175,10 +224,6 @@ def model_count(parameter_counts: dict, model: str) -> ModelCount:
 
 def _seed_cnn_layers(representation_distances: dict) -> dict[str, dict]:
     return {r["layer"]: r for r in representation_distances["table"] if r["model"] == "seed_cnn"}
-
-
-def _last_hidden(layers: dict) -> str:
-    return [layer for layer in layers if layer not in ("pixels", "logits")][-1]
 
 
 def _mean_accuracy(run_comparison: dict, model: str, variant: str = "plain") -> float | None:
@@ -212,9 +257,8 @@ def _augmentation(run_comparison: dict) -> Claim:
 
 def _aggregate(representation_distances: dict) -> Claim:
     layers = _seed_cnn_layers(representation_distances)
-    hidden = _last_hidden(layers)
     return aggregate_feature_order(float(layers["pixels"]["triplet_order_rate_4_9"]),
-                                   float(layers[hidden]["triplet_order_rate_4_9"]), hidden)
+                                   float(layers[TRIPLET_LAYER]["triplet_order_rate_4_9"]), TRIPLET_LAYER)
 
 
 @dataclass(frozen=True)
@@ -252,11 +296,11 @@ REGISTRY: tuple[ClaimSpec, ...] = (
               lambda representation_distances: triplet_pixel_order(
                   float(_seed_cnn_layers(representation_distances)["pixels"]["ratio"]))),
     ClaimSpec("triplet_features_fours_closer", "representation_distances", ("representation_distances",),
-              "In the CNN's feature space the two 4s are closer.",
+              f"In the CNN's feature space ({TRIPLET_LAYER}, where the lecture's notebooks flip) the two 4s are closer.",
               lambda representation_distances: triplet_feature_order(
                   {layer: float(r["ratio"]) for layer, r in _seed_cnn_layers(representation_distances).items()})),
     ClaimSpec("aggregate_features_order_better", "representation_distances", ("representation_distances",),
-              "Over all 4s and 9s, same-class pairs are closer more often in the CNN's last hidden layer than in pixels.",
+              f"Over all 4s and 9s, same-class pairs are closer more often in the CNN's {TRIPLET_LAYER} than in pixels.",
               _aggregate),
     ClaimSpec("nine_times_the_data", "shifted_mnist", ("shifted_mnist",),
               "Cropping 2 pixels gives exactly 9 times the data.",
@@ -264,16 +308,33 @@ REGISTRY: tuple[ClaimSpec, ...] = (
                                                         len(shifted_mnist["labels"]))),
     ClaimSpec("augmentation_does_not_hurt", "run_comparison", ("run_comparison",),
               "Shifted or infinite data does not lower the CNN's test accuracy at equal epochs.", _augmentation),
+    ClaimSpec("dh1_dx_is_the_filter", "input_gradients", ("input_gradients",),
+              "dh1/dx equals the layer-1 filter (max |difference| < 1e-6).",
+              lambda input_gradients: gradient_is_filter(float(input_gradients["layer1"]["max_abs_difference"]))),
+    ClaimSpec("layer2_unit_looks_at_upper_loop", "input_gradients", ("input_gradients",),
+              "The most active layer-2 unit on an 8 has most of its input gradient in the digit's upper half.",
+              lambda input_gradients: layer2_unit_looks_at_upper_half(
+                  float(input_gradients["unit_upper_half_share"]), int(input_gradients["digit"]),
+                  "channel {} at ({}, {})".format(*input_gradients["unit"]))),
+    ClaimSpec("norm_gradient_is_2_h_dh_dx", "hallucinations", ("hallucinations",),
+              "d||h||^2/dx equals 2 h^T dh/dx (autograd against the Jacobian, float64).",
+              lambda hallucinations: norm_gradient_identity(hallucinations["norm_identity"])),
+    ClaimSpec("hallucination_increases_norm", "hallucinations", ("hallucinations",),
+              "Gradient ascent on ||h||^2 increases ||h||^2, for every layer and start.",
+              lambda hallucinations: hallucination_grows(hallucinations["norms"])),
     ClaimSpec("fcn_equals_classifier", "sliding_segmentation", ("sliding_segmentation",),
               "The fully convolutional net equals the classifier on 28x28 inputs.",
               lambda sliding_segmentation: fcn_equals_classifier(
                   float(sliding_segmentation["fcn_vs_classifier_max_abs_difference"]))),
-    ClaimSpec("dh1_dx_is_the_filter", "input_gradients", ("input_gradients",),
-              "dh1/dx equals the layer-1 filter (max |difference| < 1e-6).",
-              lambda input_gradients: gradient_is_filter(float(input_gradients["layer1"]["max_abs_difference"]))),
-    ClaimSpec("hallucination_increases_norm", "hallucinations", ("hallucinations",),
-              "Gradient ascent on ||h||^2 increases ||h||^2, for every layer and start.",
-              lambda hallucinations: hallucination_grows(hallucinations["norms"])),
+    ClaimSpec("fcn_shares_computation", "sliding_segmentation", ("sliding_segmentation",),
+              "The fully convolutional net needs fewer multiply-adds than explicit windows over the same canvas.",
+              lambda sliding_segmentation: fcn_shares_computation(
+                  float(sliding_segmentation["multiply_add_ratio"]), float(sliding_segmentation["wall_time_speedup"]),
+                  int(sliding_segmentation["canvas"].shape[-1]))),
+    ClaimSpec("segmentation_beats_sliding", "semantic_segmentation", ("semantic_segmentation",),
+              "The fine-tuned fully convolutional net's mean IoU on held-out scenes beats the sliding classifier's.",
+              lambda semantic_segmentation: segmentation_beats_sliding(
+                  float(semantic_segmentation["mean_iou"]), float(semantic_segmentation["baseline_mean_iou"]))),
 )
 
 

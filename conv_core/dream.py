@@ -12,6 +12,8 @@ to the valid range is just clamp(0, 1).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -75,6 +77,28 @@ def layer_hallucinations(model: nn.Module, images, layers=("relu1", "relu2", "fc
                          step_size: float = 0.01, jitter: int = 2, seed: int = 0) -> dict[str, tuple]:
     """The same images dreamt towards each layer: {layer: (images (N, H, W), record)}."""
     return {layer: dream(model, images, layer, steps, step_size, jitter, seed) for layer in layers}
+
+
+def norm_gradient_identity(model: nn.Module, image, layer: str) -> dict:
+    """The lecture's d||h||^2/dx = 2 h^T dh/dx, both sides computed, on one image in [0, 1].
+
+    Left: autograd's gradient of ||h||^2. Right: the full Jacobian dh/dx (forward
+    mode, one tangent per pixel), contracted with 2h. In float64, so a
+    difference measures the identity, not rounding. Returns both sides' largest
+    magnitude and their largest absolute difference.
+    """
+    x = _as_batch(model, image)[:1].double()
+    model64 = copy.deepcopy(model).double()
+    with eval_mode(model64), torch.enable_grad():
+        x.requires_grad_(True)
+        h = forward_to(model64, x, layer).flatten()
+        (autograd_side,) = torch.autograd.grad(h.pow(2).sum(), x)
+        # Forward mode, one tangent per pixel: a different route through the network from autograd's backward.
+        jacobian = torch.func.jacfwd(lambda inp: forward_to(model64, inp, layer).flatten())(x.detach())
+    jacobian_side = 2 * torch.einsum("u,u...->...", h.detach(), jacobian.detach().reshape(len(h), *x.shape))
+    return {"layer": layer, "max_abs_gradient": float(autograd_side.abs().max()),
+            "max_abs_difference": float((autograd_side - jacobian_side).abs().max()),
+            "units": len(h)}
 
 
 # --------------------------------------------------------------------------- class hallucinations

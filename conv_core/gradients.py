@@ -188,6 +188,27 @@ def most_active_unit(model: nn.Module, image, layer: str = "relu2") -> tuple[int
     return channel, y, x, float(h[channel, y, x])
 
 
+def upper_half_share(gradient: torch.Tensor, image, ink_threshold: int = 64) -> float:
+    """Share of |gradient| that falls in the upper half of the digit's ink box.
+
+    The box spans the rows holding ink (pixels above `ink_threshold` of 255);
+    the upper half is the rows above its middle, so the answer says "the upper
+    loop" of an 8 whatever the digit's position. 0.5 is no preference.
+    """
+    image = torch.as_tensor(image).reshape(gradient.shape[-2:])
+    rows = torch.nonzero((image > ink_threshold).any(dim=1)).flatten()
+    if len(rows) == 0:
+        raise ValueError("the image has no ink above the threshold")
+    top, bottom = int(rows.min()), int(rows.max())
+    middle = (top + bottom + 1) / 2  # rows [top, middle) are the upper half
+    magnitude = gradient.detach().abs().reshape(image.shape).double()
+    total = float(magnitude.sum())
+    if total == 0:
+        return float("nan")
+    upper = torch.arange(image.shape[0], dtype=torch.double) < middle
+    return float(magnitude[upper & (torch.arange(image.shape[0]) >= top)].sum() / total)
+
+
 @one_thread()
 def unit_projections(model: nn.Module, image, layer: str, unit: tuple[int, ...]) -> dict[str, torch.Tensor]:
     """The unit's gradient, deconvnet and guided-backprop maps in normalised input space (captum).

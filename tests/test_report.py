@@ -77,7 +77,7 @@ def synthetic_values() -> dict:
         "sliding": {"fcn_vs_classifier_max_abs_difference": 1e-15, "placed_digits_correct": 4, "placed_digits": 5,
                     "fcn_multiply_adds": 100, "explicit_multiply_adds": 2400, "multiply_add_ratio": 24.0,
                     "fcn_seconds": 0.001, "explicit_seconds": 0.03, "wall_time_speedup": 30.0},
-        "training": {"test accuracy": 0.95, "epochs": 2},
+        "training": {"test accuracy": 0.95, "epochs": 2, "partition": "seed_cnn.plain.s0"},
     }
 
 
@@ -286,3 +286,199 @@ def test_the_claims_registry_decides_every_claim_check_from_asset_values():
     failed = {c.key: c.measured_value for c in missing if not c.passed}
     assert set(failed) == {"cnn_beats_mlp_with_fewer_weights", "augmentation_does_not_hurt"}
     assert "no plain run" in failed["cnn_beats_mlp_with_fewer_weights"]
+
+
+# --------------------------------------------------------------------------- figures a class can read
+
+
+def _slot_widths(css: str) -> dict[str, float]:
+    """The report's figure widths in CSS px, from its stylesheet: the column, the three sizes, and rows."""
+    body_width = int(re.search(r"body \{[^}]*max-width: (\d+)px", css).group(1))
+    side_padding_rem = float(re.search(r"body \{[^}]*padding: [\d.]+rem ([\d.]+)rem", css).group(1))
+    column = body_width - 2 * 16 * side_padding_rem
+    small = int(re.search(r"figure\.small \{ max-width: (\d+)px", css).group(1))
+    medium = int(re.search(r"figure\.medium \{ max-width: (\d+)px", css).group(1))
+    gap = 16 * float(re.search(r"\.row \{[^}]*gap: ([\d.]+)rem", css).group(1))
+    assert re.search(rf"\.cell:has\(> figure\.small\) \{{ flex: 0 0 {small}px", css)
+    return {"small": small, "medium": medium, "large": column, "beside_small": column - small - gap,
+            "half": (column - gap) / 2}
+
+
+def test_figures_are_drawn_for_the_widths_the_stylesheet_gives_them():
+    from conv_core.plots import REPORT_WIDTH_PX
+    from conv_core.report.html import CSS
+
+    assert _slot_widths(CSS) == pytest.approx(REPORT_WIDTH_PX)
+
+
+def _display_widths(css: str) -> dict[str, float]:
+    """Each report figure's width on the page (CSS px), from where the sections place it."""
+    slots, widths = _slot_widths(css), {}
+    gap = slots["large"] - slots["small"] - slots["beside_small"]
+    for section in lecture_sections(synthetic_values(), {name: name.encode() for name in REPORT_FIGURES}):
+        for block in section.blocks:
+            if type(block).__name__ == "Row":
+                # A small figure keeps its width; the other cells share what is left (style.css: .row, .cell).
+                small = sum(1 for b in block.blocks if getattr(b, "size", "") == "small")
+                left = slots["large"] - small * slots["small"] - gap * (len(block.blocks) - 1)
+                flexible = left / max(1, len(block.blocks) - small)
+                widths.update({b.png.decode(): slots["small"] if b.size == "small" else flexible
+                               for b in block.blocks if type(b).__name__ == "Image"})
+            elif type(block).__name__ == "Image":
+                widths[block.png.decode()] = slots[block.size]
+    return widths
+
+
+def _report_figures_on_tiny_inputs() -> dict:
+    """The report's figures that conv_core draws with no caller-chosen size, on small made-up inputs."""
+    import pandas as pd
+    import torch
+
+    from conv_core import lecture, plots, plots_inside
+    from conv_core.gradients import TopActivations
+
+    torch.manual_seed(0)
+    digits = torch.rand(40, 28, 28)
+    labels = torch.arange(40) % 10
+    layers = {"seed_cnn": ["pixels", "conv1", "pool1", "conv2", "pool2", "logits"], "mlp": ["pixels", "fc1", "logits"]}
+    measures = pd.DataFrame([{"model": m, "layer": layer, **{k: 0.5 for k in plots.MEASURE_LABELS}}
+                             for m, names in layers.items() for layer in names])
+    table = pd.DataFrame([{"model": m, "data_variant": v, "accuracy_mean": 0.95, "accuracy_std": 0.0, "seeds": 1}
+                          for m in ("seed_cnn", "mlp") for v in ("plain", "shifted")])
+    units = [(c, 5 + c, 6 + c) for c in range(9)]
+    gradients = {"units": units, "gradients": torch.randn(9, 28, 28), "weights": torch.randn(9, 5, 5),
+                 "max_abs_difference": 0.0}
+    projections = {name: torch.randn(28, 28) for name in ("gradient", "deconvnet", "guided_backprop")}
+    record = {"norm_before": torch.ones(2), "norm_after": 2 * torch.ones(2), "steps": 5}
+    top = TopActivations("relu2", torch.randint(0, 40, (16, 9)), torch.rand(16, 9), torch.zeros(16, 9, 2),
+                         torch.randn(16, 9, 28, 28))
+    history = [{"epoch": e, "train_loss": 0.7, "train_accuracy": 0.9, "test_loss": 0.4, "test_accuracy": 0.88}
+               for e in (1, 2)]
+    return {
+        "digit_examples": plots.digit_examples(digits, labels, per_class=4),
+        "layer1_filters": plots.conv_filters(torch.randn(9, 1, 5, 5), "layer 1"),
+        "layer2_filters": plots.conv_filters(torch.randn(16, 9, 5, 5), "layer 2"),
+        "training_curves": plots.training_curves(history, "seed_cnn.plain.s0"),
+        "confusion_matrix": plots.confusion_matrix(torch.randint(0, 900, (10, 10))),
+        "triplet_ratios": plots.layer_lines({**{m: dict.fromkeys(names, 1.0) for m, names in layers.items()},
+                                             "lecture (Caffe notebooks)": lecture.TRIPLET_RATIOS}, "ratio", "title"),
+        "measures_by_layer": plots.measure_panels(measures),
+        "pca_maps": plots.pca_maps({"pixels": torch.randn(40, 2), "seed_cnn: pool2": torch.randn(40, 2)}, labels),
+        "accuracy_vs_weights": plots.scatter_labelled([1e4, 1e4, 2e5], [0.95, 0.951, 0.93], ["a/plain", "a/shifted",
+                                                      "b/plain"], "weights", "accuracy", "accuracy", log_x=True),
+        "accuracy_by_variant": plots.accuracy_by_variant(table),
+        "layer1_gradients_vs_filters": plots_inside.layer1_gradients_figure(digits[0], gradients),
+        "layer2_unit_projections": plots_inside.unit_projections_figure(digits[0], projections, "relu2", (1, 5, 5),
+                                                                        3.0, (2, 2, 17, 17)),
+        "top_activations": plots_inside.top_activations_figure(digits, top),
+        "hallucinations": plots_inside.hallucinations_figure(digits[:2], {"relu1": (digits[:2], record)}),
+        "class_hallucinations": plots_inside.class_hallucinations_figure(
+            0.05 * torch.rand(10, 28, 28), [{"digit": d, "probability": 0.5} for d in range(10)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_figures():
+    import matplotlib.pyplot as plt
+
+    figures = _report_figures_on_tiny_inputs()
+    for figure in figures.values():
+        figure.canvas.draw()
+    yield figures
+    for figure in figures.values():
+        plt.close(figure)
+
+
+def test_every_label_reads_at_11_px_where_the_report_shows_it(tiny_figures):
+    from matplotlib.text import Text
+
+    from conv_core.report.html import CSS
+
+    widths = _display_widths(CSS)
+    too_small = []
+    for name, figure in tiny_figures.items():
+        shown = widths[name] / figure.get_size_inches()[0]  # screen px per inch of the figure
+        assert figure.get_size_inches()[0] * 110 >= widths[name], f"{name} is enlarged, so blurred, on the page"
+        for text in figure.findobj(Text):
+            if text.get_visible() and text.get_text().strip():
+                pixels = text.get_fontsize() / 72 * shown
+                if pixels < 11:
+                    too_small.append((name, text.get_text(), round(pixels, 1)))
+    assert not too_small, too_small
+
+
+def test_layer1_filters_are_large_cells(tiny_figures):
+    from conv_core.plots import REPORT_WIDTH_PX
+
+    figure = tiny_figures["layer1_filters"]
+    png = figure_png(figure)
+    width = int.from_bytes(png[16:20], "big")  # the PNG header's width
+    assert width >= REPORT_WIDTH_PX["small"]
+    image = figure.axes[0].images[0]
+    columns = image.get_array().shape[1]  # 3 filters of 5 weights, with a gap cell between and around them
+    cell = figure.axes[0].get_window_extent().width / columns * REPORT_WIDTH_PX["small"] / figure.bbox.width
+    assert cell >= 15, f"a weight is {cell:.1f} px across on the page"
+
+
+def test_class_hallucinations_are_normalised_per_image_and_say_so(tiny_figures):
+    import torch
+
+    from conv_core.plots_inside import min_max_per_image
+
+    faint = torch.stack([0.02 * torch.rand(28, 28), 0.3 + 0.1 * torch.rand(28, 28)])
+    stretched = min_max_per_image(faint)
+    assert stretched.amin(dim=(1, 2)).tolist() == [0.0, 0.0]
+    assert stretched.amax(dim=(1, 2)).tolist() == pytest.approx([1.0, 1.0])
+    figure = tiny_figures["class_hallucinations"]
+    shown = [ax.images[0].get_array() for ax in figure.axes]
+    assert all(image.min() == 0 and image.max() == pytest.approx(1) for image in shown)
+    assert "min-max normalised" in figure._suptitle.get_text()
+
+
+def test_the_triplet_ratios_give_each_model_its_own_axis(tiny_figures):
+    figure = tiny_figures["triplet_ratios"]
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["seed_cnn", "mlp"]
+    ticks = {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in figure.axes}
+    assert ticks == {"seed_cnn": ["pixels", "conv1", "pool1", "conv2", "pool2", "logits"],
+                     "mlp": ["pixels", "fc1", "logits"]}
+    lecture_lines = {ax.get_title(): [line.get_label() for line in ax.get_lines() if "lecture" in line.get_label()]
+                     for ax in figure.axes}
+    assert lecture_lines == {"seed_cnn": ["lecture (Caffe notebooks)"], "mlp": []}
+
+
+def test_scatter_labels_do_not_overlap(tiny_figures):
+    figure = tiny_figures["accuracy_vs_weights"]
+    renderer = figure.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in figure.axes[0].texts]
+    assert len(boxes) == 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_the_bar_legend_covers_no_bar(tiny_figures):
+    figure = tiny_figures["accuracy_by_variant"]
+    ax = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(bar.get_window_extent(renderer)) for bar in ax.patches)
+
+
+def test_accuracies_are_one_run_with_its_seed_or_a_mean_over_seeds():
+    from conv_core.report.html import format_accuracy, format_spread
+
+    assert format_accuracy(0.981, seed=0) == "98.10% (seed 0)"
+    assert format_accuracy(0.983, seeds=3, spread=0.002) == "98.30% \u00b1 0.20 (mean of 3 seeds)"
+    assert format_accuracy(None) == "not trained in this run"
+    for spread in (0.0, float("nan"), None):
+        assert format_spread(spread, 1) == "\u2013"
+    assert format_spread(0.002, 3) == "\u00b1 0.20"
+
+
+def test_the_report_labels_every_accuracy(report):
+    html, _, _ = report
+    table = re.search(r"<caption>test accuracy by data variant.*?</table>", html, re.S).group(0)
+    # synthetic_values: every variant has one run, of seed "0", and a recorded std of 0.0
+    assert "<td>95.00% (seed 0)</td><td>\u2013</td><td>1</td>" in table
+    assert "0.00" not in table.replace("95.00", "").replace("90.00", "").replace("96.00", "") and "nan" not in table
+    assert "<dt>test accuracy</dt><dd>95.00% (seed 0)</dd>" in html
+    assert "<dt>test accuracy, MLP (plain data)</dt><dd>90.00% (seed 0)</dd>" in html

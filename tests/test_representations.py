@@ -23,7 +23,7 @@ def test_layers_run_from_pixels_to_logits():
         "pixels": 784, "conv1": 7056, "pool1": 1764, "conv2": 3136, "pool2": 784, "logits": 10}
 
 
-def test_triplet_rule_picks_a_nine_and_two_fours_in_wrong_pixel_order():
+def test_triplet_rule_picks_by_typicality_and_the_pixel_order_can_come_out_either_way():
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (60, 28, 28), generator=generator, dtype=torch.uint8)
     labels = torch.tensor([4, 9, 1] * 20)
@@ -34,21 +34,37 @@ def test_triplet_rule_picks_a_nine_and_two_fours_in_wrong_pixel_order():
     pixels = images.flatten(1).float() / 255
     row = triplet_distances({"pixels": pixels}, triplet)[0]
     assert abs(row["ratio"] - row["d_9A_4A"] / row["d_4A_4B"]) < 1e-9
-    # The rule, written out plainly: every 4 as anchor, its nearest 9, its median other 4;
-    # the median ratio among the anchors whose pixel order is wrong.
+    # The rule, written out plainly: distances to the mean 4 only.
     fours = [int(i) for i in torch.nonzero(labels == 4).flatten()]
     nines = [int(i) for i in torch.nonzero(labels == 9).flatten()]
-    candidates = []
-    for a in fours:
-        nine = min(nines, key=lambda n: float(torch.dist(pixels[a], pixels[n])))
-        others = sorted((i for i in fours if i != a), key=lambda i: float(torch.dist(pixels[a], pixels[i])))
-        four_b = others[(len(others) - 1) // 2]
-        ratio = float(torch.dist(pixels[a], pixels[nine]) / torch.dist(pixels[a], pixels[four_b]))
-        if ratio < 1:
-            candidates.append((ratio, Triplet(nine, a, four_b)))
-    candidates.sort(key=lambda c: c[0])
-    assert triplet == candidates[(len(candidates) - 1) // 2][1]
-    assert row["ratio"] < 1
+    mean_four = pixels[fours].mean(dim=0)
+    radius = {i: float(torch.dist(pixels[i], mean_four)) for i in fours + nines}
+    by_radius = sorted(fours, key=radius.get)
+    others = by_radius[1:]
+    assert triplet == Triplet(min(nines, key=radius.get), by_radius[0], others[(len(others) - 1) // 2])
+
+
+def _three_clusters(nine_offset: float):
+    """4s around one image, 9s around another `nine_offset` away (pixel units 0-1, 784 pixels)."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.zeros(784)
+    base[:100] = 0.5
+    direction = torch.zeros(784)
+    direction[400:500] = 1.0
+    fours = base + 0.05 * torch.randn(20, 784, generator=generator)
+    nines = base + nine_offset * direction / direction.norm() + 0.05 * torch.randn(20, 784, generator=generator)
+    images = (torch.cat([fours, nines]).clamp(0, 1) * 255).round().to(torch.uint8).view(-1, 28, 28)
+    return images, torch.tensor([4] * 20 + [9] * 20)
+
+
+def test_the_triplet_rule_does_not_decide_the_pixel_order():
+    """9s that sit among the 4s give a ratio below 1; 9s far from them, above: the rule decides neither."""
+    for offset, below_one in ((0.0, True), (5.0, False)):
+        images, labels = _three_clusters(offset)
+        triplet = choose_triplet(images, labels)
+        pixels = images.flatten(1).float() / 255
+        ratio = triplet_distances({"pixels": pixels}, triplet)[0]["ratio"]
+        assert (ratio < 1) == below_one, (offset, ratio)
 
 
 def test_measures_on_separated_and_on_random_features():
