@@ -113,7 +113,7 @@ class InfiniteMnistSettings(dg.Config):
 
 
 @dg.asset(group_name=GROUP, code_version="1",
-          description="Infinite MNIST (infimnist-like): the index scheme's spec, a preview per class and deformation statistics.")
+          description="Infinite MNIST (infimnist's index scheme, our own fields): the scheme's spec, a preview per class and deformation statistics.")
 def infinite_mnist(context: dg.AssetExecutionContext, config: InfiniteMnistSettings, mnist: dict) -> dg.Output[dict]:
     stream = InfiniteMnist(mnist["train_images"], mnist["train_labels"], mnist["test_images"], mnist["test_labels"],
                            mode=config.mode, seed=config.seed)
@@ -148,7 +148,7 @@ def infinite_mnist(context: dg.AssetExecutionContext, config: InfiniteMnistSetti
         "mode": config.mode,
         "first_deformed_index": first,
         "index_scheme": spec["scheme"],
-        "note": "infimnist-like, not bit-identical to the original (its 350 MB data files are not available)",
+        "note": spec["note"],
         "spec": dg.MetadataValue.json(spec),
         **statistics,
         **metadata,
