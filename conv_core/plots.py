@@ -140,16 +140,17 @@ def confusion_matrix(confusion, title: str = "confusion matrix") -> Figure:
 
 
 TRAIN_LOSS_NOTE = ("Train loss is computed with label smoothing: its minimum is above zero even when every "
-                   "training digit is right, so it can sit above the test loss, which is plain cross-entropy.")
+                   "training digit is right, so it can sit above the validation loss, which is plain "
+                   "cross-entropy. The test digits are measured once, after training.")
 
 
 @legible
 def training_curves(history: Sequence[dict], title: str = "training") -> Figure:
-    """Loss (above) and accuracy (below) per epoch, train and test.
+    """Loss (above) and accuracy (below) per epoch, train and validation.
 
-    The history's train loss includes the label smoothing and its test loss does
-    not (conv_core.train.EpochStats), so the two are labelled as such and a note
-    under the panels says why train loss can sit above test loss.
+    The history's train loss includes the label smoothing and its validation
+    loss does not (conv_core.train.EpochStats), so the two are labelled as such
+    and a note under the panels says why train loss can sit above it.
     """
     import textwrap
 
@@ -160,9 +161,10 @@ def training_curves(history: Sequence[dict], title: str = "training") -> Figure:
     fig, (loss_ax, acc_ax) = plt.subplots(2, 1, figsize=(width, 6.0), sharex=True)
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train (label-smoothed)")
     acc_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
-    if history and history[0].get("test_loss") is not None:
-        loss_ax.plot(epochs, [h["test_loss"] for h in history], marker="o", label="test (plain cross-entropy)")
-        acc_ax.plot(epochs, [h["test_accuracy"] for h in history], marker="o", label="test")
+    if history and history[0].get("validation_loss") is not None:
+        loss_ax.plot(epochs, [h["validation_loss"] for h in history], marker="o",
+                     label="validation (plain cross-entropy)")
+        acc_ax.plot(epochs, [h["validation_accuracy"] for h in history], marker="o", label="validation")
     loss_ax.set(ylabel="loss", title=f"{title}: loss and accuracy by epoch")
     acc_ax.set(xlabel="epoch", ylabel="accuracy")
     acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))

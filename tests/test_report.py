@@ -352,7 +352,7 @@ def _report_figures_on_tiny_inputs() -> dict:
     record = {"norm_before": torch.ones(2), "norm_after": 2 * torch.ones(2), "steps": 5}
     top = TopActivations("relu2", torch.randint(0, 40, (16, 9)), torch.rand(16, 9), torch.zeros(16, 9, 2),
                          torch.randn(16, 9, 28, 28))
-    history = [{"epoch": e, "train_loss": 0.7, "train_accuracy": 0.9, "test_loss": 0.4, "test_accuracy": 0.88}
+    history = [{"epoch": e, "train_loss": 0.7, "train_accuracy": 0.9, "validation_loss": 0.4, "validation_accuracy": 0.88}
                for e in (1, 2)]
     return {
         "digit_examples": plots.digit_examples(digits, labels, per_class=4),
