@@ -21,8 +21,13 @@ const state = {
   timer: null,
   lastThink: null,
 };
-// Every update's timings, for the benchmark and the browser test to read.
-window.explorerTimings = [];
+// For the benchmark, the tests and a curious console: every update's timings, the last answers,
+// and whether every change so far has been answered and shown.
+window.explorer = {
+  timings: [],
+  last: {think: null, unit: null},
+  settled: () => !state.inFlight && !state.again && state.timer === null && !state.drawing,
+};
 
 // ----------------------------------------------------------------------------- messages
 
@@ -211,6 +216,7 @@ function schedule() {
 }
 
 async function update() {
+  state.timer = null;
   if (state.inFlight) { state.again = true; return; }
   const input = currentInput();
   if (!input) {
@@ -225,10 +231,10 @@ async function update() {
     if ($("compare-on").checked) requests.push(api("/api/think", {model: $("compare").value, neighbours: false, ...input}));
     const [main, compared] = await Promise.all(requests);
     const roundTrip = performance.now() - started;
-    window.explorerTimings.push({round_trip_ms: roundTrip, server_ms: main.server_ms});
+    window.explorer.timings.push({round_trip_ms: roundTrip, server_ms: main.server_ms});
     $("timing").textContent = `update ${roundTrip.toFixed(0)} ms (server ${main.server_ms.toFixed(0)} ms)`;
     say("");
-    state.lastThink = main;
+    state.lastThink = window.explorer.last.think = main;
     show(main, compared);
     if (state.unit && !state.drawing) await showUnit();
   } catch (error) {
@@ -251,8 +257,10 @@ function show(main, compared) {
   bars($("main-prediction"), main);
   layers($("layers"), main, true);
   $("compare-prediction").hidden = $("compare-layers").hidden = !compared;
+  $("compare-title").hidden = !compared;
   if (compared) {
     bars($("compare-prediction"), compared);
+    $("compare-title").textContent = `Beside it: ${compared.model.label}`;
     layers($("compare-layers"), compared, false);
   }
   neighbourChoices(main);
@@ -380,6 +388,7 @@ async function showUnit() {
   const input = currentInput();
   if (!input || !state.unit) return;
   const answer = await api("/api/unit", {model: $("model").value, layer: state.unit.layer, unit: state.unit.unit, k: 9, ...input});
+  window.explorer.last.unit = answer;
   $("unit").hidden = false;
   $("unit-name").textContent = `${answer.layer} ${JSON.stringify(answer.unit)}: activation ${answer.activation.toFixed(3)}`;
   for (const [rule, payload] of Object.entries(answer.maps)) {
