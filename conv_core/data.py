@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import time
 import socket
@@ -571,6 +572,23 @@ class _Reporter:
             self.log(f"WARNING: {message}")
 
 
+def _download_failure_in_brief(error: BaseException) -> str:
+    """A few words for why the download failed ("temporary failure in name resolution", "HTTP Error 404"):
+    the warning and the data's description are one line each, the full error list stays in the exception."""
+    text = " ".join(str(error).split())
+    lines = [line for line in text.split(": ") if line]
+    errno_text = re.search(r"\[Errno -?\d+\] ([^>\]]+)", text)
+    if errno_text:  # URLError / OSError: the operating system's own words
+        return errno_text.group(1).strip().rstrip(".").lower()
+    http = re.search(r"HTTP Error \d+(: [A-Za-z ]+)?", text)
+    if http:
+        return http.group(0)
+    if "timed out" in text:
+        return "timed out"
+    last = lines[-1] if lines else type(error).__name__
+    return last if len(last) <= 60 else last[:57] + "..."
+
+
 def _sample_warning(reason: str | None) -> str:
     why = f" ({reason})" if reason else ""
     return (
@@ -613,6 +631,6 @@ def load_mnist(
     try:
         return _download(config, mirrors, resources, report, AUTO_DOWNLOAD_TIMEOUT_S)
     except (MnistDownloadError, OSError) as e:
-        reason = "download failed: " + " ".join(str(e).split())  # one line, for the description
+        reason = f"download failed: {_download_failure_in_brief(e)}"
     report.warning(_sample_warning(reason))
     return _load_sample(config, reason)
