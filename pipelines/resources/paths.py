@@ -27,23 +27,74 @@ def mlflow_dir() -> Path:
     return convlab_home() / "mlflow"
 
 
-# The instance settings of this lab. Pools: one step at a time in each, so
-# training steps (pool "gpu") never share one local GPU. Enforced when runs are
-# dequeued (granularity run): a run whose step waits inside it for a slot polls
+# Which stores the lab uses: `sqlite` (the default: Dagster's and MLflow's
+# embedded SQLite files under CONVLAB_HOME) or `server` (PostgreSQL for
+# Dagster's run, event and schedule storage, an MLflow tracking server; started
+# by `make services`, see pipelines/server_profile.py).
+PROFILE_VARIABLE = "CONVLAB_PROFILE"
+PROFILES = ("sqlite", "server")
+MAX_RUNS_VARIABLE = "CONVLAB_MAX_CONCURRENT_RUNS"
+DEFAULT_MAX_CONCURRENT_RUNS = 4
+# Where the server profile's Dagster finds its database (dagster-postgres reads them when the instance loads).
+POSTGRES_VARIABLES = {"username": "CONVLAB_PG_USER", "password": "CONVLAB_PG_PASSWORD",
+                      "hostname": "CONVLAB_PG_HOST", "port": "CONVLAB_PG_PORT", "db_name": "CONVLAB_PG_DB"}
+
+
+def profile() -> str:
+    name = os.environ.get(PROFILE_VARIABLE) or "sqlite"
+    if name not in PROFILES:
+        raise ValueError(f"{PROFILE_VARIABLE}={name!r}: choose one of {', '.join(PROFILES)}")
+    return name
+
+
+def max_concurrent_runs() -> int:
+    """How many runs Dagster's run queue lets go at once (CONVLAB_MAX_CONCURRENT_RUNS, default 4)."""
+    value = os.environ.get(MAX_RUNS_VARIABLE) or str(DEFAULT_MAX_CONCURRENT_RUNS)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{MAX_RUNS_VARIABLE}={value!r}: a whole number of runs, at least 1")
+    return int(value)
+
+
+def training_pool_limit(concurrent_runs: int) -> int:
+    """Steps at once in the `gpu` pool: one per GPU where CUDA is, else as many as the run queue lets run
+    (CPU training steps may overlap; they share the cores, not a device)."""
+    import torch  # here, not at the top: every process imports this module, few need torch's CUDA probe
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else concurrent_runs
+
+
+def dagster_storage_yaml() -> str:
+    """The `storage:` block of dagster.yaml: none for SQLite (Dagster's default, files in DAGSTER_HOME);
+    PostgreSQL for the server profile, every credential read from the environment when Dagster starts."""
+    if profile() != "server":
+        return ""
+    fields = "".join(f"      {field}: {{env: {variable}}}\n" for field, variable in POSTGRES_VARIABLES.items())
+    return f"storage:\n  postgres:\n    postgres_db:\n{fields}"
+
+
+# The instance settings of this lab. Pools: training steps sit in pool "gpu";
+# its limit keeps one step per GPU, or lets CPU steps overlap up to the run
+# queue's limit (`training_pool_limit`). Enforced when runs are dequeued
+# (granularity run): a run whose step waits inside it for a slot polls
 # without pause and took a core from the training it waited for (12.3 minutes
-# for make run, against 8.3 with this setting). Runs: a few at once,
-# queued beyond that (each run is a process holding torch). Run monitoring:
-# the daemon frees the pool slots of a run that ended without freeing them
-# (one whose process died: pipelines.recovery ends those FAILED).
+# for make run, against 8.3 with this setting). Runs: a few at once
+# (CONVLAB_MAX_CONCURRENT_RUNS), queued beyond that (each run is a process
+# holding torch). Run monitoring: the daemon frees the pool slots of a run
+# that ended without freeing them (one whose process died: pipelines.recovery
+# ends those FAILED).
 DAGSTER_YAML_MARK = "# Written by convlab"
-DAGSTER_YAML = f"""\
+
+
+def dagster_yaml() -> str:
+    runs = max_concurrent_runs()
+    return f"""\
 {DAGSTER_YAML_MARK}: rewritten when convlab changes it; delete this line to keep your own edits.
-concurrency:
+{dagster_storage_yaml()}concurrency:
   pools:
-    default_limit: 1
+    default_limit: {training_pool_limit(runs)}
     granularity: run
   runs:
-    max_concurrent_runs: 4
+    max_concurrent_runs: {runs}
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
@@ -56,12 +107,14 @@ telemetry:
 
 
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME (default .convlab/dagster), created with its dagster.yaml if missing."""
+    """DAGSTER_HOME (default .convlab/dagster), created with the dagster.yaml of the profile and concurrency
+    asked for (rewritten when those change, unless its first line, the mark, was deleted)."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(convlab_home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists() or (config.read_text().startswith(DAGSTER_YAML_MARK) and config.read_text() != DAGSTER_YAML):
-        config.write_text(DAGSTER_YAML)
+    wanted = dagster_yaml()
+    if not config.exists() or (config.read_text().startswith(DAGSTER_YAML_MARK) and config.read_text() != wanted):
+        config.write_text(wanted)
     return home
 
 
