@@ -120,10 +120,10 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
         "pca_maps": plots.pca_maps({f"{m}: {layer}" if m != "pixels" else "pixels": points
                                     for m, (layer, points) in maps.items()}, test_labels),
     }
-    for value in trained_model.values():
-        run = mlflow_tracking.run(value["mlflow_run_id"])
-        for name, figure in figures.items():
-            run.log_figure(figure, f"representations/{name}.png")
+    run = mlflow_tracking.analysis_run(context.asset_key.to_user_string(),
+                                       [value["mlflow_run_id"] for value in trained_model.values()], context.run.run_id)
+    for name, figure in figures.items():
+        run.log_figure(figure, f"representations/{name}.png")
     metadata = publish_figures(context, figures)
     seed_cnn = distances[distances.model == "seed_cnn"].set_index("layer")["ratio"]
     value = {"table": frame.to_dict(orient="records"), "triplet": triplet.as_dict(), "triplet_rule": TRIPLET_RULE,

@@ -2,8 +2,9 @@
 
 Every asset here explains one training partition, the seed CNN on plain
 digits with the first seed (`conv_core.experiments.EXPLAINED`), and logs its
-figures to that run in MLflow as well as to Dagster metadata. Each value
-names the partition and run it explains and the PNG files it made.
+figures to an MLflow run of its own, nested under that training run, as well
+as to Dagster metadata. Each value names the partition and run it explains
+and the PNG files it made.
 """
 
 import copy
@@ -33,9 +34,13 @@ EXPLAINED_INPUT = {"trained_model": by_partition((EXPLAINED,))}
 
 
 def _explained(trained_model: dict, mlflow_tracking: MlflowTracking):
-    """The explained seed CNN, its MLflow run and its run id."""
+    """The explained seed CNN, an MLflow run for this asset's analysis of it (nested under
+    its training run), and the training run's id."""
     value = trained_model[EXPLAINED.key]
-    return load_trained(value), mlflow_tracking.run(value["mlflow_run_id"]), value["mlflow_run_id"]
+    context = dg.AssetExecutionContext.get()
+    run = mlflow_tracking.analysis_run(context.asset_key.to_user_string(), [value["mlflow_run_id"]],
+                                       context.run.run_id)
+    return load_trained(value), run, value["mlflow_run_id"]
 
 
 def _explains(run_id: str) -> dict:

@@ -73,6 +73,38 @@ def training_version(train_config: TrainConfig, infinite_mode: str | None, data_
     return content_hash(settings, data_identity)
 
 
+# Linked to the logged model, so its page lists them (test: measured once, after training).
+MODEL_METRICS = ("validation_accuracy", "validation_loss", "test_accuracy", "test_loss")
+# In the MLflow params under names of their own, or implied by the data variant (shift_augment).
+NOT_LOGGED_FROM_CONFIG = ("model", "seed", "device", "shift_augment", "bf16")
+
+
+def _mlflow_params(train_config: TrainConfig, experiment: Experiment, settings: TrainSettings, provenance: dict,
+                   split_sizes: dict, counts, device: torch.device, version: str) -> dict:
+    """One name per fact: the data variant is the one switch for augmentation, and `precision`
+    is the arithmetic used (the bf16 setting resolved on this device)."""
+    hyperparameters = {k: v for k, v in train_config.as_dict().items() if k not in NOT_LOGGED_FROM_CONFIG}
+    return {
+        "model": experiment.model, "data_variant": experiment.variant, "seed": experiment.seed,
+        **hyperparameters,
+        "infinite_mode": settings.infinite_mode if experiment.variant == "infinite" else "none",
+        "precision": "bf16" if resolve_bf16(train_config, device) else "fp32", "device": str(device),
+        "weights_without_biases": counts.weights, "parameters_with_biases": counts.parameters,
+        "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
+        "data_identity": provenance["identity"], "data_is_5000_digit_sample": provenance.get("is_sample", False),
+        **{f"{split}_size": size for split, size in split_sizes.items()},
+        "versions": library_versions(), "git_commit": git_commit() or "unknown", "config_hash": version,
+    }
+
+
+def _champion_note(champion) -> str:
+    if champion is None:
+        return "not offered: no validation digits"
+    if champion.promoted:
+        return f"{champion.uri}: this model (version {champion.version})"
+    return f"{champion.uri} stays (validation accuracy {champion.champion_validation_accuracy:.4f})"
+
+
 def _epoch_data(variant: str, mnist: dict, mode: str):
     """For the infinite variant: epoch e trains on deformed digits of index range e."""
     if variant != "infinite":
@@ -137,21 +169,17 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
                                provenance["identity"], device)
     checkpoint = storage_dir() / "checkpoints" / experiment.key / f"{version}.pt"
     counts = count_parameters(experiment.model)
-    params = {
-        "config": train_config.as_dict(), "model": experiment.model, "data_variant": experiment.variant,
-        "infinite_mode": config.infinite_mode if experiment.variant == "infinite" else "none",
-        "data_source": provenance["source"], "data_sha256": provenance["sha256_combined"],
-        "data_identity": provenance["identity"],
-        "data_is_5000_digit_sample": provenance.get("is_sample", False),
-        "train_size": len(mnist["train_labels"]), "validation_size": len(mnist["validation_labels"]),
-        "test_size": len(mnist["test_labels"]),
-        "seed": experiment.seed, "device": str(device),
-        "precision": "bf16" if resolve_bf16(train_config, device) else "fp32", "weights": counts.weights,
-        "parameters": counts.parameters, "versions": library_versions(),
-        "git_commit": git_commit() or "unknown", "config_hash": version,
-    }
+    split_sizes = {"train": len(mnist["train_labels"]), "validation": len(mnist["validation_labels"]),
+                   "test": len(mnist["test_labels"])}
+    params = _mlflow_params(train_config, experiment, config, provenance, split_sizes, counts, device, version)
 
     with mlflow_tracking.training_run(experiment, context.run.run_id, params) as run:
+        dataset = run.log_dataset(
+            f"mnist-{provenance['source']}", provenance["sha256_combined"],
+            source={"source": provenance["source"], "description": provenance.get("description")},
+            profile={"splits": split_sizes, "sha256": provenance["sha256_combined"],
+                     "data_identity": provenance["identity"], "subset": provenance.get("subset"),
+                     "validation_split": provenance.get("validation")})
         # A checkpoint is left only by an interrupted materialisation of this
         # exact version: continue it rather than start over.
         # Each epoch is watched on the validation digits; the test digits are measured once, after training.
@@ -178,6 +206,11 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
                              f"{accuracy:.4f}); not stored, the previous value of this partition stays in use")
         example = (mnist["test_images"][:4].float() / 255).unsqueeze(1).numpy()
         model_uri = run.log_model(portable_model(result.model), input_example=example)
+        run.link_metrics_to_model(model_uri, MODEL_METRICS, dataset)
+        # Offered here, as each model is done: the champion is current without waiting for the other
+        # partitions, and a model failing its checks never gets this far. No validation digits, no offer.
+        champion = None if validation_accuracy is None else mlflow_tracking.offer_champion(
+            experiment.model, model_uri, run.run_id, validation_accuracy, provenance["identity"])
     checkpoint.unlink(missing_ok=True)  # finished and recorded: nothing left to resume
 
     history = [stats.as_dict() for stats in result.history]
@@ -211,6 +244,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "mlflow_run_name": experiment.run_name,
         "mlflow_run": dg.MetadataValue.url(run.url),
         "mlflow_model_uri": model_uri,
+        "mlflow_champion": _champion_note(champion),
         **metadata,
     })
     yield from guards
@@ -242,8 +276,9 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
         value["heldout"] = {**heldout.as_dict(), "idx_dir": str(Path(config.heldout_idx_dir).resolve())}
         metadata = {"heldout_accuracy": heldout.accuracy, "heldout_count": heldout.count,
                     "heldout_idx_dir": str(Path(config.heldout_idx_dir).resolve())}
-        mlflow_tracking.run(trained_model["mlflow_run_id"]).log_metrics(
-            {"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
+        training = mlflow_tracking.run(trained_model["mlflow_run_id"])
+        training.log_metrics({"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
+        training.link_metrics_to_model(trained_model["mlflow_model_uri"], ("heldout_accuracy", "heldout_loss"))
     run = mlflow_tracking.run(trained_model["mlflow_run_id"])
     metadata.update(publish_figures(context, {"confusion_matrix": plots.confusion_matrix(evaluation.confusion, title)},
                                     run, "figures"))
