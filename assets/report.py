@@ -18,10 +18,10 @@ import pandas as pd
 from conv_core.claims import decide_all
 from conv_core.experiments import EXPLAINED
 from conv_core.report import REPORT_FIGURES, claims_overview, lecture_report as render_lecture_report
-from pipelines.resources.figures import figure_metadata
+from pipelines.resources.figures import artifact_url, figure_metadata
 from pipelines.resources.metadata import table_metadata
 from pipelines.resources.partitions import by_partition
-from pipelines.resources.paths import report_file
+from pipelines.resources.paths import file_url, report_file
 from pipelines.resources.tracking import MlflowTracking
 from pipelines.resources.versions import git_commit
 
@@ -125,7 +125,9 @@ def lecture_report(context: dg.AssetExecutionContext, mnist: dict, shifted_mnist
                       "claims_total": len(claims), "mlflow_run_id": run_id, "runs": runs_used,
                       "explains": EXPLAINED.key, "figures_missing": missing}, metadata={
         "report": dg.MetadataValue.path(str(path)),
-        "report_url": dg.MetadataValue.url(path.as_uri()),
+        # http, not file://: browsers open no file link from an http page. Served by `make ui`.
+        "report_url": dg.MetadataValue.url(file_url(path) or path.as_uri()),
+        "report_in_mlflow": dg.MetadataValue.url(artifact_url(run, f"{ARTIFACT_PATH}/{path.name}")),
         "report_kib": round(len(html.encode()) / 1024),
         "claims_passed": passed,
         "claims_total": len(claims),

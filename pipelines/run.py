@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
@@ -113,6 +116,124 @@ def _describe(run: RunSummary) -> str:
     return f"{run.status.lower():>8}: {what}{assets}{took} (run {run.run_id[:8]})"
 
 
+# What training logs once per epoch (conv_core.train): "epoch 3/30  train loss 0.1234 acc 96.10%  validation
+# loss 0.1500 acc 95.20%  ...". Read back from the run's Dagster events, where every line stays in full.
+EPOCH_LINE = re.compile(r"epoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+train loss (?P<loss>[\d.]+) acc (?P<train>[\d.]+)%"
+                        r"(?:\s+validation loss [\d.]+ acc (?P<validation>[\d.]+)%)?")
+TRAINING_START = re.compile(r"^(training|resuming) ")
+BAR_WIDTH = 20
+
+
+@dataclass
+class RunProgress:
+    """How far one run's training has got, from its events."""
+
+    started_at: float | None = None  # when its training loop started (or resumed)
+    first_epoch: int = 0  # the epoch it resumed after (0: a fresh start)
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    accuracy: float | None = None  # validation accuracy if there is a validation split, else training accuracy
+    last_epoch_at: float | None = None
+
+    def read(self, message: str, timestamp: float) -> None:
+        if TRAINING_START.match(message):
+            self.started_at = timestamp
+            resumed = re.search(r"after epoch (\d+)", message)
+            self.first_epoch = int(resumed.group(1)) if resumed else 0
+            return
+        epoch = EPOCH_LINE.search(message)
+        if epoch:
+            self.epoch, self.epochs = int(epoch["epoch"]), int(epoch["epochs"])
+            self.loss = float(epoch["loss"])
+            self.accuracy = float(epoch["validation"] or epoch["train"]) / 100
+            self.last_epoch_at = timestamp
+
+    def eta_seconds(self) -> float | None:
+        """The rest of the training at the pace of its epochs so far."""
+        done = self.epoch - self.first_epoch
+        if not done or self.started_at is None or self.last_epoch_at is None:
+            return None
+        return (self.last_epoch_at - self.started_at) / done * (self.epochs - self.epoch)
+
+    def line(self) -> str:
+        if not self.epochs:
+            return "starting"
+        filled = round(BAR_WIDTH * self.epoch / self.epochs)
+        eta = self.eta_seconds()
+        return (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] epoch {self.epoch}/{self.epochs}  "
+                f"loss {self.loss:.3f}  acc {self.accuracy:.1%}" + (f"  ETA {_clock(eta)}" if eta is not None else ""))
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+RUN_MESSAGES = """query($id: ID!, $after: String) { logsForRun(runId: $id, afterCursor: $after, limit: 1000) {
+    __typename ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { message timestamp } } }
+    ... on Error { message } } }"""
+
+
+class ProgressReader:
+    """The training progress of running runs, read incrementally from their Dagster events (the UI's own source)."""
+
+    def __init__(self, api: DagsterApi):
+        self.api = api
+        self.cursors: dict[str, str | None] = {}
+        self.progress: dict[str, RunProgress] = {}
+
+    def update(self, run_id: str) -> RunProgress:
+        progress = self.progress.setdefault(run_id, RunProgress())
+        while True:
+            answer = self.api.query(RUN_MESSAGES, {"id": run_id, "after": self.cursors.get(run_id)})["logsForRun"]
+            if answer["__typename"] != "EventConnection":
+                return progress
+            for event in answer["events"]:
+                if event.get("message"):
+                    progress.read(event["message"], float(event["timestamp"]) / 1000)
+            self.cursors[run_id] = answer["cursor"]
+            if not answer["hasMore"]:
+                return progress
+
+
+class Console:
+    """Finished runs as lines; on a terminal, one live line below them for the runs still going."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.shown = False
+
+    def say(self, text: str, stream=None) -> None:
+        self.clear()
+        print(text, file=stream or self.stream, flush=True)
+
+    def status(self, text: str) -> None:
+        if not self.live:
+            return
+        width = shutil.get_terminal_size().columns - 1
+        self.stream.write("\r\033[K" + (text if len(text) <= width else text[:width - 3] + "..."))
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _running_line(run: RunSummary, reader: ProgressReader | None, now: float) -> str:
+    what = f"[{run.partition}]" if run.partition else (", ".join(run.assets) if len(run.assets) <= 2
+                                                        else f"{len(run.assets)} assets")
+    if run.status == "QUEUED":
+        return f"{what} queued"
+    if TRAINING_ASSET in run.assets and reader is not None:
+        return f"{what} {reader.update(run.run_id).line()}"
+    return f"{what} running {now - run.start_time:.0f} s" if run.start_time else f"{what} starting"
+
+
 def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
     """`waiting for the gpu pool: held by run ... [partition]` while a training run of ours waits in the queue."""
     if not any(r.status == "QUEUED" and TRAINING_ASSET in r.assets for r in runs):
@@ -125,8 +246,11 @@ def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
     return f"waiting for the {TRAINING_POOL} pool: held by run {', '.join(named)}" if named else None
 
 
-def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
-    """Print each run of the backfill as it finishes (and why it failed); return the final state and the runs."""
+def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) -> tuple[str, list[RunSummary]]:
+    """Print each run of the backfill as it finishes (and why it failed); return the final state and the runs.
+    On a terminal a live line shows the runs still going, training ones with a progress bar."""
+    console = console or Console()
+    reader = ProgressReader(api) if console.live else None
     reported: set[str] = set()
     waiting = None
     while True:
@@ -135,16 +259,42 @@ def follow(api: DagsterApi, backfill_id: str) -> tuple[str, list[RunSummary]]:
         for run in sorted(runs, key=lambda r: r.end_time or 0):
             if run.status in RUN_DONE and run.run_id not in reported:
                 reported.add(run.run_id)
-                print(_describe(run), flush=True)
+                console.say(_describe(run))
                 for reason in api.step_failures(run.run_id) if run.status == "FAILURE" else []:
-                    print(f"          {reason}", file=sys.stderr, flush=True)
+                    console.say(f"          {reason}", stream=sys.stderr)
         if status in BACKFILL_DONE and all(r.status in RUN_DONE for r in runs):
+            console.clear()
             return status, runs
-        now_waiting = pool_waits(api, [r for r in runs if r.status not in RUN_DONE])
+        going = [r for r in runs if r.status not in RUN_DONE]
+        now_waiting = pool_waits(api, going)
         if now_waiting and now_waiting != waiting:
-            print(f"          {now_waiting}", flush=True)
+            console.say(f"          {now_waiting}")
         waiting = now_waiting
+        now = time.time()
+        console.status("    busy: " + "  |  ".join(_running_line(r, reader, now) for r in
+                                                 sorted(going, key=lambda r: (r.status == "QUEUED", r.start_time or 0))))
         time.sleep(POLL_SECONDS)
+
+
+# The results table reads like the experiment names: model, then data variant, then seed.
+RESULT_ORDER = ["model", "data_variant", "seed"]
+
+
+def data_in_brief(instance) -> str | None:
+    """What the models were trained on, from the latest `mnist` materialisation: said plainly for the sample."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("mnist"))
+    if event is None or event.asset_materialization is None:
+        return None
+    metadata = event.asset_materialization.metadata
+    described = getattr(metadata.get("description"), "value", None) or ""
+    is_sample = getattr(metadata.get("is_5000_digit_sample"), "value", False)
+    if not is_sample:
+        return described.split(":")[0] or None
+    reason = described.split("; used because ", 1)[1] if "; used because " in described else "source sample chosen"
+    return (f"the 5,000-digit MNIST sample ({reason}), not the full 70,000-digit MNIST: "
+            "accuracies are not comparable to published MNIST results")
 
 
 def summarise(started: float) -> None:
@@ -156,10 +306,13 @@ def summarise(started: float) -> None:
     with dg.DagsterInstance.get() as instance:
         comparison = defs.load_asset_value("run_comparison", instance=instance)
         report = defs.load_asset_value("lecture_report", instance=instance)
+        data = data_in_brief(instance)
     import pandas as pd
 
-    runs = pd.DataFrame(comparison["runs"])
+    runs = pd.DataFrame(comparison["runs"]).sort_values(RESULT_ORDER, kind="stable")
     print("\n=== results ===")
+    if data:
+        print(f"data: {data}")
     print(runs[["partition", "test_accuracy", "weights", "training_seconds", "epochs", "mlflow_run_id"]]
           .to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print("\ntest accuracy by model and data variant (mean and spread over seeds):")

@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from pipelines.dagster_api import DagsterApi
@@ -193,3 +196,32 @@ def running_ui(dagster_home: Path) -> DagsterApi | None:
         return None
     api = DagsterApi(state["url"])
     return api if api.is_up() else None
+
+
+# The storage folder over http: what the figures' inline links and the report link of the Dagster UI open.
+SERVED_SUFFIXES = (".png", ".html")
+
+
+class _StorageFiles(SimpleHTTPRequestHandler):
+    """Read-only figures and reports of the storage folder; no listings, nothing else (the pickled values stay)."""
+
+    def send_head(self):
+        if not self.path.split("?", 1)[0].endswith(SERVED_SUFFIXES):
+            self.send_error(404, "only figures (.png) and reports (.html) are served")
+            return None
+        return super().send_head()
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-cache")  # a rerun rewrites the report in place
+        super().end_headers()
+
+    def log_message(self, format, *args):  # quiet: the UIs' own logs say enough
+        pass
+
+
+def serve_files(root: Path, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve `root`'s figures and reports on http://host:port/ from a background thread; `.shutdown()` stops it."""
+    root.mkdir(parents=True, exist_ok=True)
+    server = ThreadingHTTPServer((host, port), partial(_StorageFiles, directory=str(root)))
+    threading.Thread(target=server.serve_forever, name="storage-files", daemon=True).start()
+    return server

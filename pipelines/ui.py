@@ -1,5 +1,9 @@
 """`make ui`: the Dagster UI and the MLflow UI over this checkout's stores, stopped together.
 
+Beside them a small file route serves the storage folder's figures and
+reports over http (`--files-port`, 3001): the figures the Dagster UI shows
+inline and the report it links are loaded from there.
+
 Dagster (`dagster dev`: webserver, daemon and code server) reads DAGSTER_HOME;
 MLflow (`mlflow ui`) reads the SQLite store the training runs write, the same
 URI `MlflowTracking` resolves. Each server runs in its own process group, so
@@ -16,9 +20,11 @@ import subprocess
 import sys
 import time
 
-from pipelines.resources.paths import ensure_dagster_home
+from urllib.parse import urlsplit
+
+from pipelines.resources.paths import ensure_dagster_home, files_url, storage_dir
 from pipelines.resources.tracking import MlflowTracking
-from pipelines.services import BIN, REPO, dagster_command, record_ui, stop, ui_state_path
+from pipelines.services import BIN, REPO, dagster_command, record_ui, serve_files, stop, ui_state_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--dagster-port", type=int, default=3000)
     parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--files-port", type=int, default=None,
+                        help="port of the figures and reports route (default: that of $CONVLAB_FILES_URL, 3001)")
     return parser.parse_args(argv)
 
 
@@ -60,13 +68,19 @@ def main(argv=None) -> int:
         signal.signal(signum, _raise_interrupt)
     # MLflow's job runner (huey workers for GenAI jobs) is of no use here and costs a few processes.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    files_port = args.files_port or urlsplit(files_url()).port or 3001
+    # Runs launched from this Dagster link their figures and report to the route served here.
+    env["CONVLAB_FILES_URL"] = f"http://{args.host}:{files_port}"
+    files = None
     try:
+        files = serve_files(storage_dir(), args.host, files_port)
         for name, command in to_start.items():
             # A new session: the terminal's Ctrl-C reaches this script only, which then stops each group whole.
             processes[name] = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
         record_ui(home, f"http://{args.host}:{args.dagster_port}")  # `make run` submits here while we run
         print(f"Dagster UI: http://{args.host}:{args.dagster_port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})\n"
               f"MLflow UI:  {mlflow_url}  ({tracking.resolved_uri()})\n"
+              f"figures and reports: {env['CONVLAB_FILES_URL']}  ({storage_dir()})\n"
               "Ctrl-C stops both.", flush=True)
         while True:
             for name, process in processes.items():
@@ -81,6 +95,8 @@ def main(argv=None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup short
             signal.signal(signum, signal.SIG_IGN)
         stop(processes)
+        if files is not None:
+            files.shutdown()
         ui_state_path(home).unlink(missing_ok=True)
 
 

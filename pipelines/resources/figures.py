@@ -1,7 +1,14 @@
-"""Figures as Dagster metadata: the PNG file linked, a small thumbnail shown.
+"""Figures as Dagster metadata: shown inline at a readable size, embedded, and linked.
 
-Dagster has no image metadata type, so the UI sees a base64 PNG inside
-markdown; the full-size file is linked beside it.
+Dagster has no image metadata type, and its UI shows markdown metadata inline
+only when it is short (under 1,000 characters; longer markdown waits behind a
+"[Show Markdown]" button). So each figure is published as
+- `<name>`: the PNG file (a path; `figure_paths` hands these downstream),
+- `<name>_inline`: a markdown image linking the file through `make ui`'s file
+  route (pipelines.resources.paths.file_url), which the UI shows in place,
+- `<name>_preview`: the same figure embedded as a base64 PNG at a readable
+  width, self-contained (it needs no server, and survives the files),
+- `<name>_mlflow`: the figure's MLflow artifact page, when it is logged to a run.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import dagster as dg
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from pipelines.resources.paths import storage_dir
+from pipelines.resources.paths import file_url, storage_dir
 
-THUMBNAIL_DPI = 40
+FILE_DPI = 110
+# Embedded copies at screen resolution: a 6-inch figure is 540 pixels wide, readable in the UI's dialog.
+EMBEDDED_DPI = 90
 
 
 def figure_path(context: dg.AssetExecutionContext, name: str) -> Path:
@@ -27,22 +36,31 @@ def figure_path(context: dg.AssetExecutionContext, name: str) -> Path:
     return storage_dir() / "figures" / asset / partition / context.run.run_id[:8] / f"{name}.png"
 
 
-def thumbnail_markdown(figure: Figure, alt: str) -> str:
+def embedded_markdown(figure: Figure, alt: str, dpi: int = EMBEDDED_DPI) -> str:
+    """The figure as a markdown image with the PNG inside it (a data: URL)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=THUMBNAIL_DPI)
+    figure.savefig(buffer, format="png", dpi=dpi)
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return f"![{alt}](data:image/png;base64,{encoded})"
 
 
-def figure_metadata(context: dg.AssetExecutionContext, figure: Figure, name: str, close: bool = True) -> dict:
-    """Save `figure` as a PNG and return metadata: `<name>` (path) and `<name>_preview` (thumbnail)."""
+def figure_metadata(context: dg.AssetExecutionContext, figure: Figure, name: str, close: bool = True,
+                    mlflow_url: str | None = None) -> dict:
+    """Save `figure` as a PNG and return its metadata entries (see the module docstring)."""
     path = figure_path(context, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    preview = thumbnail_markdown(figure, name)
+    figure.savefig(path, dpi=FILE_DPI)
+    embedded = embedded_markdown(figure, name)
     if close:
         plt.close(figure)
-    return {name: dg.MetadataValue.path(str(path)), f"{name}_preview": dg.MetadataValue.md(preview)}
+    metadata = {name: dg.MetadataValue.path(str(path))}
+    link = file_url(path)
+    if link:
+        metadata[f"{name}_inline"] = dg.MetadataValue.md(f"![{name}]({link})")
+    metadata[f"{name}_preview"] = dg.MetadataValue.md(embedded)
+    if mlflow_url:
+        metadata[f"{name}_mlflow"] = dg.MetadataValue.url(mlflow_url)
+    return metadata
 
 
 def publish_figures(context: dg.AssetExecutionContext, figures: dict[str, Figure], run=None,
@@ -50,10 +68,19 @@ def publish_figures(context: dg.AssetExecutionContext, figures: dict[str, Figure
     """Each figure as a PNG file with Dagster metadata, and to an MLflow run (as `<folder>/<name>.png`) if given."""
     metadata = {}
     for name, figure in figures.items():
+        artifact_page = None
         if run is not None:
-            run.log_figure(figure, f"{folder}/{name}.png")
-        metadata.update(figure_metadata(context, figure, name))
+            artifact = f"{folder}/{name}.png"
+            run.log_figure(figure, artifact)
+            artifact_page = artifact_url(run, artifact)
+        metadata.update(figure_metadata(context, figure, name, mlflow_url=artifact_page))
     return metadata
+
+
+def artifact_url(run, artifact: str) -> str:
+    """The MLflow UI's page of one artifact of a run (it previews images and HTML)."""
+    return (f"{run.tracking.resolved_ui_url()}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+            f"/artifacts/{artifact}")
 
 
 def figure_paths(metadata: dict) -> dict[str, str]:

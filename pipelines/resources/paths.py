@@ -118,6 +118,28 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+# Where `make ui` serves the storage folder over http (figures, the report): the Dagster UI shows a figure
+# inline only through a short link (it folds longer markdown, an embedded PNG, behind a button), and
+# Chromium opens no file:// link from an http page. Runs write these links into their metadata, so the
+# address is fixed, not chosen per start; CONVLAB_FILES_URL moves it (make ui passes its own to Dagster).
+DEFAULT_FILES_URL = "http://127.0.0.1:3001"
+
+
+def files_url() -> str:
+    return os.environ.get("CONVLAB_FILES_URL", DEFAULT_FILES_URL).rstrip("/")
+
+
+def file_url(path: Path | str) -> str | None:
+    """The http address of a file of the storage folder under `make ui`'s file route; None outside it."""
+    from urllib.parse import quote
+
+    try:
+        relative = Path(path).resolve().relative_to(storage_dir())
+    except ValueError:
+        return None
+    return f"{files_url()}/{quote(relative.as_posix())}"
+
+
 def report_file() -> Path:
     """Where the `lecture_report` asset writes its HTML page (the newest one; MLflow keeps every one)."""
     return storage_dir() / "report" / "lecture_report.html"
