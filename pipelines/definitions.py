@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from assets import analysis, checks, data, figures, report, training
+from assets import analysis, checks, data, figures, report, segmentation, training
 from pipelines.jobs import (fail_dead_runs_sensor, full_pipeline, report_failed_runs, train_models, weekly_full_pipeline,
                            weekly_rebuild_condition)
 from pipelines.resources.compute import Compute
 from pipelines.resources.io_manager import ConvlabIOManager
 from pipelines.resources.tracking import MlflowTracking
 
-ASSET_MODULES = (data, training, analysis, figures, report, checks)
+ASSET_MODULES = (data, training, analysis, figures, segmentation, report, checks)
 
 # Each step of a run in the run's own process: a step process costs about 6 s of
 # imports (torch, mlflow) here, more than most steps take. Work overlaps across

@@ -50,7 +50,8 @@ def _plan(defs: dg.Definitions):
 
 # Every asset on a small budget (what is not named keeps its defaults).
 TINY_CONFIG = {"mnist": TINY_MNIST, "trained_model": TINY_TRAINING, "infinite_mnist": {"statistics_count": 500},
-               "hallucinations": {"steps": 20, "class_steps": 20}}
+               "hallucinations": {"steps": 20, "class_steps": 20},
+               "semantic_segmentation": {"scenes": 32, "heldout_scenes": 16, "epochs": 1}}
 
 
 def _run_config(selection) -> dict:

@@ -23,7 +23,7 @@ REPORT_FIGURES = (
     "digit_examples", "weights_vs_signals", "layer1_filters", "layer2_filters", "training_curves",
     "confusion_matrix", "triplet", "triplet_ratios", "measures_by_layer", "pca_maps", "accuracy_vs_weights",
     "nine_shifts", "infinite_digits", "accuracy_by_variant", "class_map", "layer1_gradients_vs_filters",
-    "layer2_unit_projections", "top_activations", "hallucinations", "class_hallucinations",
+    "layer2_unit_projections", "top_activations", "hallucinations", "class_hallucinations", "semantic_segmentation",
 )
 
 
@@ -284,12 +284,27 @@ def segmentation_section(values: dict, figures: dict[str, bytes]) -> Section:
         ("wall-time speedup", f"{sliding['wall_time_speedup']:.1f}x" if "wall_time_speedup" in sliding else None),
         ("argmax agreement with explicit windows", sliding.get("fcn_vs_explicit_argmax_agreement")),
     ]
+    semantic = values.get("semantic", {})
+    semantic_facts = [f for f in [
+        ("mean IoU, fine-tuned FCN / sliding baseline",
+         f"{semantic['mean_iou']:.3f} / {semantic['baseline_mean_iou']:.3f}" if "mean_iou" in semantic else None),
+        ("pixel accuracy, fine-tuned FCN", semantic.get("pixel_accuracy")),
+        ("scenes, training / held-out",
+         f"{semantic['scenes_train']} / {semantic['scenes_heldout']}" if "scenes_train" in semantic else None),
+    ] if f[1] is not None]
     return Section(
         "segmentation", "Semantic segmentation",
         "Sliding a convolutional network to classify each location: lots of shared computation (Long et al., 2015). "
         "As a fully convolutional net, the classifier's last layer becomes a 7x7 convolution.",
         [Facts([f for f in facts if f[1] is not None]),
-         _figure(figures, "class_map", "the seed CNN slid over a canvas of test digits: class map", "large")],
+         _figure(figures, "class_map", "the seed CNN slid over a canvas of test digits: class map", "large"),
+         Text("Segmentation proper labels every pixel. Fine-tuned with an 11th class, background, on scenes of "
+              "training digits (per-pixel cross-entropy; the stride-4 map upsampled bilinearly, plus a stride-1 "
+              "skip from the first conv as FCN-8s adds finer layers), the same network is scored by intersection "
+              "over union on scenes of test digits, against the slid classifier with its 0.9 threshold."),
+         Facts(semantic_facts) if semantic_facts else Text(""),
+         _figure(figures, "semantic_segmentation", "held-out scenes: image, ground truth, FCN and sliding baseline",
+                 "large")],
         slide="Semantic segmentation (Long et al., 2015)", claim_keys=("fcn_equals_classifier",))
 
 
