@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from conftest import TINY_MNIST, TINY_TRAINING, experiment_runs, subprocess_env
+from conftest import TINY_MNIST, TINY_TRAINING, experiment_runs, free_port, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,12 @@ def lab(module_home):
 
     ensure_dagster_home()
     log = module_home / "dagster.log"
-    with LocalDagster(env=subprocess_env(module_home), log_path=log) as dagster:
+    # The address the runs write into their figures' inline links (make ui's file route), on a free port here.
+    files = f"http://127.0.0.1:{free_port()}"
+    with LocalDagster(env=subprocess_env(module_home, CONVLAB_FILES_URL=files), log_path=log) as dagster:
         with dg.DagsterInstance.get() as instance:
-            yield {"api": dagster.api, "instance": instance, "home": module_home, "log": log, "results": {}}
+            yield {"api": dagster.api, "instance": instance, "home": module_home, "log": log, "results": {},
+                   "files_url": files}
 
 
 def _defs():
@@ -125,7 +128,22 @@ def test_make_run_submits_one_backfill_over_every_partition_that_materialises_ev
     for run in runs:  # make run printed each run as it finished
         assert f"(run {run.run_id[:8]})" in printed
     assert "lecture report (" in printed and "claims hold)" in printed
+    assert_console_reads_well(printed)
     lab["results"]["backfill"] = {"id": backfill_id, "runs": [r.run_id for r in runs], "materialised": materialised}
+
+
+def assert_console_reads_well(printed: str) -> None:
+    """What a teacher sees of make run: no Dagster banner, the sample said once, results in reading order."""
+    assert "Telemetry" not in printed and "Welcome to Dagster" not in printed
+    assert printed.lower().count("5,000-digit") == 1, printed
+    assert "URLError" not in printed and "\x1b[K" not in printed  # not a terminal: no live line drawn
+    results = printed.split("=== results ===\n", 1)[1]
+    data_line, header, *rows = results.split("\n\n", 1)[0].splitlines()
+    assert data_line.startswith("data: the 5,000-digit MNIST sample (")
+    assert header.split()[0] == "partition"
+    partitions = [row.split()[0] for row in rows]
+    in_order = sorted(partitions, key=lambda key: (key.split(".")[0], key.split(".")[1], int(key.split(".")[2][1:])))
+    assert partitions == in_order and len(partitions) == 4, partitions
 
 
 def test_materialize_all_with_one_partition_selected_loads_the_other_partitions_from_storage(lab):
@@ -218,6 +236,48 @@ def test_the_report_names_the_runs_it_read_and_embeds_every_figure(lab):
         assert run.data.tags["dagster.partition"] == row["partition"]
         assert run.info.run_name == row["partition"].replace(".", "/")
         assert run.info.status == "FINISHED"
+
+
+def test_the_asset_page_shows_figures_inline_and_embedded_in_a_browser(lab):
+    """filter_figures' page in Chromium: a figure drawn in place (loaded from the file route make ui serves),
+    and the same figure embedded as a PNG (data: URL) at a readable width behind its [Show Markdown] button."""
+    from test_report_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("no /usr/bin/chromium or /usr/bin/chromedriver: apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from pipelines.resources.paths import storage_dir
+    from pipelines.services import serve_files
+
+    assert "backfill" in lab["results"], "needs the figures the backfill made"
+    files = serve_files(storage_dir(), "127.0.0.1", int(lab["files_url"].rsplit(":", 1)[1]))
+    os.environ.setdefault("SE_OFFLINE", "true")  # both paths are given: Selenium Manager must not look online
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={lab['home'] / 'chromium-profile'}")
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        browser.set_page_load_timeout(120)
+        browser.get(f"{lab['api'].url}/assets/filter_figures?view=events")
+        inline = f"img[src^='{lab['files_url']}/figures/filter_figures/']"
+        drawn = WebDriverWait(browser, 120, poll_frequency=1).until(lambda b: [
+            image for image in b.find_elements(By.CSS_SELECTOR, inline)
+            if b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)])
+        assert browser.execute_script("return arguments[0].naturalWidth", drawn[0]) >= 400  # readable, not a thumbnail
+        browser.find_elements(By.XPATH, "//*[text()='[Show Markdown]']")[0].click()
+        embedded = WebDriverWait(browser, 30, poll_frequency=0.5).until(lambda b: [
+            image for image in b.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")
+            if b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)])
+        assert browser.execute_script("return arguments[0].naturalWidth", embedded[0]) >= 400
+    finally:
+        browser.quit()
+        files.shutdown()
 
 
 def test_a_failed_step_reports_its_exception_class_and_message(lab):

@@ -53,3 +53,33 @@ def test_the_dagster_of_a_killed_make_run_is_stopped_by_the_next(tmp_path):
     (tmp_path / RUN_STATE).write_text(json.dumps({"pid": dead_owner.pid, "dagster_group": server.pid}))
     assert stop_orphaned_run_dagster(tmp_path) == server.pid
     assert server.wait(timeout=10) == -9 and not (tmp_path / RUN_STATE).exists()
+
+
+def test_training_progress_is_read_from_the_epoch_lines():
+    """The live line of a training run: its bar, loss, accuracy and the time the rest of the run will take."""
+    from pipelines.run import RunProgress
+
+    progress = RunProgress()
+    assert progress.line() == "starting"
+    progress.read("training seed_cnn on 359 images, cpu (bf16 autocast, NHWC, 2 threads), epochs 1-4", 100.0)
+    progress.read("epoch 1/4  train loss 2.2918 acc 18.94%  validation loss 2.1059 acc 17.07%  lr 8.12e-03  "
+                  "1.5s (243 img/s)", 110.0)
+    assert (progress.epoch, progress.epochs, progress.loss, progress.accuracy) == (1, 4, 2.2918, 0.1707)
+    assert progress.eta_seconds() == 30.0
+    assert progress.line() == "[#####...............] epoch 1/4  loss 2.292  acc 17.1%  ETA 0:30"
+    # A rerun resuming after epoch 2 is paced by its own epochs only.
+    resumed = RunProgress()
+    resumed.read("resuming mlp from /x/checkpoint.pt after epoch 2", 200.0)
+    resumed.read("epoch 3/4  train loss 0.5000 acc 85.00%  lr 1e-03  1.0s (300 img/s)", 205.0)
+    assert (resumed.accuracy, resumed.eta_seconds()) == (0.85, 5.0)
+
+
+def test_off_a_terminal_no_live_line_is_drawn(tmp_path):
+    from pipelines.run import Console
+
+    with open(tmp_path / "out.txt", "w") as stream:
+        console = Console(stream)
+        console.status("busy: [seed_cnn.plain.s0] epoch 1/3")
+        console.say(" success: mnist in 3 s (run 12345678)")
+    assert not console.live
+    assert (tmp_path / "out.txt").read_text() == " success: mnist in 3 s (run 12345678)\n"
