@@ -27,6 +27,7 @@ from pipelines.recovery import fail_dead_runs
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
 from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
 from pipelines.resources.tracking import MlflowTracking
+from pipelines.server_profile import use_profile
 from pipelines.services import LocalDagster, process_alive, record_run_dagster, running_ui, stop_orphaned_run_dagster
 
 POLL_SECONDS = 2
@@ -378,6 +379,7 @@ def main(argv=None) -> None:
 
 def run(argv=None) -> None:
     args = parse_args(argv)
+    use_profile()  # CONVLAB_PROFILE=server: the stores of `make services`
     home = ensure_dagster_home()
     chosen = selected_experiments(args)
     check_the_rest_is_stored(chosen)

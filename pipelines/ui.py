@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pipelines.resources.paths import ensure_dagster_home, files_url, storage_dir
 from pipelines.resources.tracking import MlflowTracking
+from pipelines.server_profile import use_profile
 from pipelines.services import BIN, REPO, dagster_command, record_ui, serve_files, stop, ui_state_path
 
 
@@ -55,6 +56,7 @@ def _raise_interrupt(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    use_profile()  # CONVLAB_PROFILE=server: the stores of `make services`, whose MLflow server is the MLflow UI
     home = ensure_dagster_home()  # with its dagster.yaml: the pool limit that keeps one GPU to one step
     tracking = MlflowTracking()
     tracking.experiment_id()  # the store and the experiment exist before the UI first opens them

@@ -69,7 +69,9 @@ def dagster_storage_yaml() -> str:
     if profile() != "server":
         return ""
     fields = "".join(f"      {field}: {{env: {variable}}}\n" for field, variable in POSTGRES_VARIABLES.items())
-    return f"storage:\n  postgres:\n    postgres_db:\n{fields}"
+    # psycopg2 named: SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL, and
+    # dagster-postgres is built on psycopg2 (its retries and its LISTEN/NOTIFY watcher).
+    return f"storage:\n  postgres:\n    postgres_db:\n{fields}      scheme: postgresql+psycopg2\n"
 
 
 # The instance settings of this lab. Pools: training steps sit in pool "gpu";
