@@ -43,8 +43,7 @@ def warm_up(explorer: Explorer, ref: str) -> None:
     except ModelNotFoundError as error:
         print(f"note: {error}")
         return
-    for name in (inspector.default_neighbour_layer(), "pixels"):
-        inspector.pool_features(name)
+    inspector.pool_features("pixels")
     print(f"model {loaded.label}: {loaded.source}")
 
 

@@ -102,21 +102,25 @@ class Inspector:
 
     @one_thread()
     def pool_features(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The searched test digits' flattened signals in layer `name` (or pixels), and their squared norms."""
-        if name not in self._features:
-            stage = "input" if name == PIXELS else self.layer(name).stage
-            signals = layer_activations(self.network, self.pool.images, [] if stage == "input" else [stage],
-                                        batch_size=500)
-            features = signals[stage].flatten(1)
-            self._features[name] = (features, (features * features).sum(dim=1))
+        """The searched test digits' flattened signals in layer `name` (or pixels), and their squared norms.
+
+        Every layer's come from one pass over the digits, made on first use: a pass per layer
+        costs nearly as much as one for all of them.
+        """
+        if name != PIXELS:
+            self.layer(name)  # a clear error for an unknown layer
+        if not self._features:
+            stages = {layer.name: layer.stage for layer in self.layers}
+            signals = layer_activations(self.network, self.pool.images, list(stages.values()), batch_size=500)
+            for layer_name, stage in {PIXELS: "input", **stages}.items():
+                features = signals[stage].flatten(1)
+                self._features[layer_name] = (features, (features * features).sum(dim=1))
         return self._features[name]
 
     def neighbours(self, signals: dict, name: str, k: int = 8) -> list[dict]:
         """The k test digits nearest the image in layer `name`'s space (Euclidean), nearest first."""
-        if name != PIXELS:
-            self.layer(name)  # a clear error for an unknown layer
+        features, norms = self.pool_features(name)  # first: it names an unknown layer clearly
         query = (signals["pixels"] if name == PIXELS else signals["layers"][name]).flatten()
-        features, norms = self.pool_features(name)
         # |p - q|^2 = |p|^2 - 2 p.q + |q|^2: one matrix-vector product ranks the whole pool; the
         # k winners' distances are then measured directly (the expansion cancels badly near zero).
         squared = norms - 2 * features @ query + query @ query
