@@ -76,6 +76,8 @@ def report_values(inputs: dict, ui_url: str, experiment_id: str) -> dict:
                            "class_records": inputs["hallucinations"]["class_records"]},
         "sliding": {**{k: v for k, v in sliding.items() if isinstance(v, (int, float))},
                     "background_rule": sliding["background_rule"]},
+        "semantic": {k: inputs["semantic_segmentation"][k] for k in
+                     ("mean_iou", "baseline_mean_iou", "pixel_accuracy", "scenes_train", "scenes_heldout")},
         "training": {"test accuracy": trained["test_accuracy"], "epochs": trained["config"]["epochs"],
                      "training seconds": round(trained["training_seconds"], 2),
                      "images per second": round(trained["history"][-1]["images_per_second"]),
@@ -93,7 +95,8 @@ def report_values(inputs: dict, ui_url: str, experiment_id: str) -> dict:
 def lecture_report(context: dg.AssetExecutionContext, mnist: dict, shifted_mnist: dict, infinite_mnist: dict,
                    parameter_counts: dict, representation_distances: dict, run_comparison: dict,
                    filter_figures: dict, input_gradients: dict, top_activations: dict, hallucinations: dict,
-                   sliding_segmentation: dict, trained_model: dict, model_evaluation: dict,
+                   sliding_segmentation: dict, semantic_segmentation: dict, trained_model: dict,
+                   model_evaluation: dict,
                    mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
     inputs = {name: value for name, value in locals().items() if name not in ("context", "mlflow_tracking")}
     inputs["trained_model"], inputs["model_evaluation"] = trained_model[EXPLAINED.key], model_evaluation[EXPLAINED.key]

@@ -9,6 +9,7 @@ scores it and that sliding baseline on scenes of test digits.
 import dagster as dg
 from pydantic import Field
 
+from assets.checks import claim_results, claim_specs
 from assets.figures import EXPLAINED_INPUT, GROUP, _explained, _explains
 from conv_core.plots_segmentation import pixel_accuracies, segmentation_figure
 from conv_core.scenes import SceneConfig
@@ -30,11 +31,11 @@ class SemanticSegmentationSettings(dg.Config):
     seed: int = Field(default=0, description="seed of the scenes and of the fine-tuning order")
 
 
-@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT,
+@dg.asset(group_name=GROUP, code_version="1", ins=EXPLAINED_INPUT, check_specs=claim_specs("semantic_segmentation"),
           description="The seed CNN as an FCN with a background class, fine-tuned per pixel on digit scenes: "
                       "mean IoU on held-out scenes against the sliding classifier.")
 def semantic_segmentation(context: dg.AssetExecutionContext, config: SemanticSegmentationSettings, trained_model: dict,
-                          mnist: dict, mlflow_tracking: MlflowTracking) -> dg.Output[dict]:
+                          mnist: dict, mlflow_tracking: MlflowTracking):
     model, run, run_id = _explained(trained_model, mlflow_tracking)
     scenes = SceneConfig(count=config.scenes, size=config.canvas_size, digits=config.digits, seed=config.seed)
     tuning = SegmentationConfig(epochs=config.epochs, seed=config.seed)
@@ -65,7 +66,7 @@ def semantic_segmentation(context: dg.AssetExecutionContext, config: SemanticSeg
                      "segmentation_baseline_mean_iou": summary["baseline_mean_iou"]})
     iou_rows = {name: {"fcn": round(iou, 4), "baseline": round(result.baseline_scores["per_class_iou"][name], 4)}
                 for name, iou in result.scores["per_class_iou"].items()}
-    return dg.Output({**summary, "per_class_iou": result.scores["per_class_iou"],
+    output = dg.Output({**summary, "per_class_iou": result.scores["per_class_iou"],
                       "baseline_per_class_iou": result.baseline_scores["per_class_iou"],
                       "history": result.history, "scene_size": config.canvas_size, "digits_per_scene": config.digits,
                       "figures": figure_paths(metadata), **_explains(run_id)},
@@ -76,3 +77,5 @@ def semantic_segmentation(context: dg.AssetExecutionContext, config: SemanticSeg
         "mlflow_run_id": run_id,
         **metadata,
     })
+    yield output
+    yield from claim_results("semantic_segmentation", output.value)

@@ -22,7 +22,7 @@ FIGURE_NAMES = (
     "digit_examples", "weights_vs_signals", "layer1_filters", "layer2_filters", "training_curves",
     "confusion_matrix", "triplet", "triplet_ratios", "measures_by_layer", "pca_maps", "accuracy_vs_weights",
     "nine_shifts", "infinite_digits", "accuracy_by_variant", "class_map", "layer1_gradients_vs_filters",
-    "layer2_unit_projections", "top_activations", "hallucinations", "class_hallucinations",
+    "layer2_unit_projections", "top_activations", "hallucinations", "class_hallucinations", "semantic_segmentation",
 )
 SAMPLE_PROVENANCE = {
     "source": "sample", "is_sample": True,
