@@ -122,7 +122,7 @@ def _describe(run: RunSummary) -> str:
 EPOCH_LINE = re.compile(r"epoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+train loss (?P<loss>[\d.]+) acc (?P<train>[\d.]+)%"
                         r"(?:\s+validation loss [\d.]+ acc (?P<validation>[\d.]+)%)?")
 TRAINING_START = re.compile(r"^(training|resuming) ")
-BAR_WIDTH = 20
+BAR_WIDTH = 12
 
 
 @dataclass
@@ -159,11 +159,11 @@ class RunProgress:
 
     def line(self) -> str:
         if not self.epochs:
-            return "starting"
+            return "preparing" if self.started_at is None else "training, first epoch"
         filled = round(BAR_WIDTH * self.epoch / self.epochs)
         eta = self.eta_seconds()
-        return (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] epoch {self.epoch}/{self.epochs}  "
-                f"loss {self.loss:.3f}  acc {self.accuracy:.1%}" + (f"  ETA {_clock(eta)}" if eta is not None else ""))
+        return (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] epoch {self.epoch}/{self.epochs} "
+                f"loss {self.loss:.3f} acc {self.accuracy:.1%}" + (f" ETA {_clock(eta)}" if eta is not None else ""))
 
 
 def _clock(seconds: float) -> str:
@@ -225,14 +225,23 @@ class Console:
             self.shown = False
 
 
-def _running_line(run: RunSummary, reader: ProgressReader | None, now: float) -> str:
-    what = f"[{run.partition}]" if run.partition else (", ".join(run.assets) if len(run.assets) <= 2
-                                                        else f"{len(run.assets)} assets")
-    if run.status == "QUEUED":
-        return f"{what} queued"
-    if TRAINING_ASSET in run.assets and reader is not None:
-        return f"{what} {reader.update(run.run_id).line()}"
-    return f"{what} running {now - run.start_time:.0f} s" if run.start_time else f"{what} starting"
+def running_line(going: list[RunSummary], reader: ProgressReader | None, now: float) -> str:
+    """One line for the runs still going: the first training run in full (its progress bar), the rest counted."""
+    if not going:
+        return "waiting for the daemon to launch the next runs"
+    started = [r for r in going if r.status != "QUEUED"]
+    training = [r for r in started if TRAINING_ASSET in r.assets]
+    if training and reader is not None:
+        run = min(training, key=lambda r: r.start_time or now)
+        shown = f"[{run.partition}] {reader.update(run.run_id).line()}"
+    elif started:
+        run = min(started, key=lambda r: r.start_time or now)
+        what = f"[{run.partition}]" if run.partition else f"{len(run.assets)} assets"
+        shown = f"{what} running {now - (run.start_time or now):.0f} s"
+    else:
+        return f"{len(going)} run(s) queued"
+    others = len(going) - 1
+    return shown + (f"  (+{others} more)" if others else "")
 
 
 def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
@@ -261,8 +270,11 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
             if run.status in RUN_DONE and run.run_id not in reported:
                 reported.add(run.run_id)
                 console.say(_describe(run))
-                for reason in api.step_failures(run.run_id) if run.status == "FAILURE" else []:
-                    console.say(f"          {reason}", stream=sys.stderr)
+                if run.status == "FAILURE":
+                    reasons = api.step_failures(run.run_id) or [f"the run failed before its steps ran; its "
+                                                                f"events say why: {api.url}/runs/{run.run_id}"]
+                    for reason in reasons:
+                        console.say(f"          {reason}", stream=sys.stderr)
         if status in BACKFILL_DONE and all(r.status in RUN_DONE for r in runs):
             console.clear()
             return status, runs
@@ -271,9 +283,7 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
         if now_waiting and now_waiting != waiting:
             console.say(f"          {now_waiting}")
         waiting = now_waiting
-        now = time.time()
-        console.status("    busy: " + "  |  ".join(_running_line(r, reader, now) for r in
-                                                 sorted(going, key=lambda r: (r.status == "QUEUED", r.start_time or 0))))
+        console.status("    now: " + running_line(going, reader, time.time()))
         time.sleep(POLL_SECONDS)
 
 

@@ -60,13 +60,13 @@ def test_training_progress_is_read_from_the_epoch_lines():
     from pipelines.run import RunProgress
 
     progress = RunProgress()
-    assert progress.line() == "starting"
+    assert progress.line() == "preparing"
     progress.read("training seed_cnn on 359 images, cpu (bf16 autocast, NHWC, 2 threads), epochs 1-4", 100.0)
     progress.read("epoch 1/4  train loss 2.2918 acc 18.94%  validation loss 2.1059 acc 17.07%  lr 8.12e-03  "
                   "1.5s (243 img/s)", 110.0)
     assert (progress.epoch, progress.epochs, progress.loss, progress.accuracy) == (1, 4, 2.2918, 0.1707)
     assert progress.eta_seconds() == 30.0
-    assert progress.line() == "[#####...............] epoch 1/4  loss 2.292  acc 17.1%  ETA 0:30"
+    assert progress.line() == "[###.........] epoch 1/4 loss 2.292 acc 17.1% ETA 0:30"
     # A rerun resuming after epoch 2 is paced by its own epochs only.
     resumed = RunProgress()
     resumed.read("resuming mlp from /x/checkpoint.pt after epoch 2", 200.0)
