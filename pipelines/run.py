@@ -25,7 +25,7 @@ from conv_core.models import MODEL_NAMES
 from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
 from pipelines.recovery import fail_dead_runs
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
-from pipelines.resources.paths import convlab_home, ensure_dagster_home, storage_dir
+from pipelines.resources.paths import convlab_home, ensure_dagster_home, file_url, storage_dir
 from pipelines.resources.tracking import MlflowTracking
 from pipelines.server_profile import use_profile
 from pipelines.services import LocalDagster, process_alive, record_run_dagster, running_ui, stop_orphaned_run_dagster
@@ -302,7 +302,7 @@ def data_in_brief(instance) -> str | None:
     described = getattr(metadata.get("description"), "value", None) or ""
     is_sample = getattr(metadata.get("is_5000_digit_sample"), "value", False)
     if not is_sample:
-        return described.split(":")[0] or None
+        return described or None
     reason = described.split("; used because ", 1)[1] if "; used because " in described else "source sample chosen"
     return (f"the 5,000-digit MNIST sample ({reason}), not the full 70,000-digit MNIST: "
             "accuracies are not comparable to published MNIST results")
@@ -332,6 +332,9 @@ def summarise(started: float) -> None:
     print(f"\nfinished in {time.perf_counter() - started:.0f} s")
     print(f"figures and stored assets: {storage_dir()}")
     print(f"lecture report ({report['claims_passed']} of {report['claims_total']} claims hold): {report['path']}")
+    link = file_url(report["path"])
+    if link:
+        print(f"  in a browser while make ui runs: {link}")
     print(f"MLflow store: {mlflow.resolved_uri()} (experiment '{mlflow.resolved_experiment()}')")
     print("open both UIs with: make ui  (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
 
