@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Literal, get_args
+from typing import TYPE_CHECKING, Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ from torch import nn
 from conv_core.augment import random_crop_batch, shift_batch
 from conv_core.evaluate import evaluate
 from conv_core.models import build_model, pool_before_relu
+
+if TYPE_CHECKING:
+    from conv_core.distributed import Sharding
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast where the device has bf16 units
@@ -333,6 +336,7 @@ def train(
     log: Callable[[str], None] | None = None,
     epoch_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     threads: int | None = None,
+    world: "Sharding | None" = None,
 ) -> TrainResult:
     """Train `config.model` on (N, 28, 28) images with pixel values 0-255 (uint8) and int labels.
 
@@ -354,8 +358,15 @@ def train(
     reproducibility assumes the same count). On a CPU shared with other busy
     processes 1 thread measured 4-7x faster than 2 here: every parallel op
     waits for its slowest thread.
+
+    `world` (conv_core.distributed.setup() under torchrun) trains data-parallel:
+    each rank takes its slice of every global batch and DDP averages the
+    gradients; only rank 0 logs, calls `on_epoch` and writes the checkpoint.
     """
     log = log or logger.info
+    rank0 = world is None or world.rank == 0
+    if not rank0:
+        log, on_epoch = (lambda message: None), None  # one voice, one tracker run: rank 0's
     device = resolve_device(config.device)
     channels_last = config.channels_last
     use_bf16 = resolve_bf16(config, device)
@@ -401,6 +412,8 @@ def train(
             generator.manual_seed(config.seed)
             return model, optimizer, scheduler, generator
 
+        if resume and not rank0:
+            world.barrier()  # rank 0 reads first and may move a damaged checkpoint aside; then the others read
         state = None
         if resume and checkpoint_path is not None and checkpoint_path.exists():
             state = _load_for_resume(checkpoint_path, config, log)
@@ -428,8 +441,12 @@ def train(
                 history, start_epoch, seconds_before = [], 0, 0.0
             else:
                 log(f"resuming {config.model} from {checkpoint_path} after epoch {start_epoch}")
+        if resume and world is not None and rank0:
+            world.barrier()
         size = model.input_size
         forward = pool_before_relu(model)  # the same function and gradients, less ReLU work
+        if world is not None:
+            forward = world.wrap(forward, device)  # same parameters; backward all-reduces their gradients
 
         threads_note = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
         log(f"training {config.model} on {n:,} images, {device} ({'bf16 autocast' if use_bf16 else 'fp32'}, "
@@ -439,6 +456,8 @@ def train(
             epoch_started = time.perf_counter()
             if epoch_data is not None:
                 images, labels = _epoch_split(epoch_data, epoch, n, device)
+            if world is not None:  # dropout: independent masks per rank, the same ones after a resume
+                torch.manual_seed(world.epoch_seed(config.seed, epoch))
             model.train()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
@@ -449,13 +468,21 @@ def train(
                     x = shift_batch(x, generator)
                 if size < x.shape[-1]:
                     x = random_crop_batch(x, size, generator)
+                y = labels[batch_index]
+                if world is not None:
+                    # this rank's slice, cut after augmenting the whole batch so the generator draws as one process does
+                    x, y = world.shard(x), world.shard(y)
                 x = x.float().div_(255)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                y = labels[batch_index]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits = forward(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                if world is None:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                    slice_loss_sum = loss.detach() * len(y)
+                else:
+                    loss, slice_loss_sum = world.slice_loss(logits.float(), y, len(batch_index),
+                                                            config.label_smoothing)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(epoch, step, scheduler.get_last_lr()[0], loss.item())
                 optimizer.zero_grad(set_to_none=True)
@@ -463,8 +490,10 @@ def train(
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
-                loss_sum += loss.detach() * len(y)
+                loss_sum += slice_loss_sum
                 correct += (logits.argmax(dim=1) == y).sum()
+            if world is not None:  # every rank saw its slices only; the epoch's numbers are the group's
+                loss_sum, correct = world.sum(loss_sum), world.sum(correct)
             train_loss, train_accuracy = loss_sum.item() / n, correct.item() / n
             train_seconds = time.perf_counter() - epoch_started
 
@@ -479,7 +508,7 @@ def train(
                 images_per_second=n / train_seconds, lr=lr)
             history.append(stats)
 
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and rank0:
                 _atomic_save({
                     "format": CHECKPOINT_FORMAT,
                     "epoch": epoch,
@@ -493,6 +522,8 @@ def train(
                     "history": [s.as_dict() for s in history],
                     "seconds": seconds_before + time.perf_counter() - run_started,
                 }, checkpoint_path)
+            if checkpoint_path is not None and world is not None:
+                world.barrier()  # no rank runs ahead of a checkpoint that is not yet on disk
             log(_describe(stats, config.epochs))
             if on_epoch is not None:
                 on_epoch(stats, model)
