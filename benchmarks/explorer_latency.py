@@ -46,7 +46,7 @@ class RandomSeedCnn(Catalog):
         self.network = build_model("seed_cnn").eval()
 
     def load(self, ref: str) -> LoadedModel:
-        return self._loaded.setdefault(ref, LoadedModel(ref, ref, "random weights", self.network, threading.Lock()))
+        return self._loaded.setdefault(ref, LoadedModel(ref, ref, "random weights", self.network))
 
 
 def summary(times_ms: list[float]) -> str:

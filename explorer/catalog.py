@@ -57,7 +57,6 @@ class LoadedModel:
     label: str  # what the page shows: the run's name, or the URI
     source: str  # where the weights came from, in words
     network: LayerNet
-    lock: threading.Lock  # one computation at a time: captum puts hooks on the modules
 
 
 def _from_run(run) -> TrainingRun:
@@ -176,11 +175,10 @@ class Catalog:
             value, path = stored
             network = build_model(value["model"])
             network.load_state_dict(value["state_dict"])
-            return LoadedModel(ref, run.name, f"weights stored by the IO manager at {path}", network.eval(),
-                               threading.Lock())
+            return LoadedModel(ref, run.name, f"weights stored by the IO manager at {path}", network.eval())
         uri = self._logged_model_uri(run)
         network = self._portable(uri, hint=run.model)
-        return LoadedModel(ref, run.name, f"the MLflow model {uri}", network, threading.Lock())
+        return LoadedModel(ref, run.name, f"the MLflow model {uri}", network)
 
     def _logged_model_uri(self, run: TrainingRun) -> str:
         experiment_id = self._experiment_id()
@@ -192,7 +190,7 @@ class Catalog:
         return f"models:/{models[0].model_id}"
 
     def _load_uri(self, uri: str) -> LoadedModel:
-        return LoadedModel(uri, uri, f"the MLflow model {uri}", self._portable(uri), threading.Lock())
+        return LoadedModel(uri, uri, f"the MLflow model {uri}", self._portable(uri))
 
     def _portable(self, uri: str, hint: str | None = None) -> LayerNet:
         import mlflow

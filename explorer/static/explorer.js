@@ -227,13 +227,17 @@ async function update() {
   const started = performance.now();
   try {
     const body = {model: $("model").value, neighbour_layer: $("neighbour-layer").value || undefined, k: 8, ...input};
-    const requests = [api("/api/think", body)];
-    if ($("compare-on").checked) requests.push(api("/api/think", {model: $("compare").value, neighbours: false, ...input}));
-    const [main, compared] = await Promise.all(requests);
+    // The model beside it may be missing: its failure is a message, the main answer still shows.
+    let besideFailed = null;
+    const beside = $("compare-on").checked
+      ? api("/api/think", {model: $("compare").value, neighbours: false, ...input})
+          .catch((error) => { besideFailed = error; return null; })
+      : Promise.resolve(null);
+    const [main, compared] = await Promise.all([api("/api/think", body), beside]);
     const roundTrip = performance.now() - started;
     window.explorer.timings.push({round_trip_ms: roundTrip, server_ms: main.server_ms});
     $("timing").textContent = `update ${roundTrip.toFixed(0)} ms (server ${main.server_ms.toFixed(0)} ms)`;
-    say("");
+    say(besideFailed ? `Beside it: ${besideFailed.message}` : "");
     state.lastThink = window.explorer.last.think = main;
     show(main, compared);
     if (state.unit && !state.drawing) await showUnit();
