@@ -54,11 +54,13 @@ class TrainConfig:
 
     model: str = "seed_cnn"
     epochs: int = 30
-    batch_size: int = 256
-    lr: float = 0.01
+    # batch_size, lr and label_smoothing were chosen on the validation split
+    # (`python -m conv_core.tuning`: the best mean validation accuracy of the
+    # seed CNN and the MLP over 3 seeds; the table is in the README). The test
+    # digits played no part.
+    batch_size: int = 128
+    lr: float = 0.003
     weight_decay: float = 0.0
-    # On 4,000 digits both nets overfit (100% train accuracy); smoothing the
-    # targets bought about +1 point on the official test set for the MLP, +0.4 for the CNN.
     label_smoothing: float = 0.1
     seed: int = 0
     device: str = "auto"
