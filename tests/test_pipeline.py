@@ -30,6 +30,7 @@ from conv_core.train import native_bf16
 
 TRAINED = dg.AssetKey("trained_model")
 PER_EPOCH_METRICS = ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "lr")
+FINAL_METRICS = {"test_accuracy", "test_loss", "training_seconds"}
 # Packages of this project: a logged model must load with none of them importable.
 PROJECT_PACKAGES = ("conv_core", "assets", "pipelines")
 
@@ -161,16 +162,20 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert run.info.run_id == value["mlflow_run_id"]
 
         params = run.data.params
-        for name in ("config.epochs", "config.lr", "config.batch_size", "config.seed", "config.model",
-                     "config.shift_augment", "model", "data_source", "data_sha256", "seed", "device",
+        for name in ("epochs", "lr", "batch_size", "model", "data_variant", "data_source", "data_sha256", "seed",
+                     "device", "weights_without_biases", "parameters_with_biases", "validation_size",
                      "versions.torch", "git_commit"):
             assert name in params, f"{partition}: no param {name}"
-        assert params["model"] == params["config.model"] == model
-        assert json.loads(params["config.shift_augment"]) == (data == "shifted")
-        assert params["config.epochs"] == str(TINY_TRAINING["epochs"])
+        # One name per fact: nothing under a second name, and augmentation only as the data variant.
+        assert not [name for name in params if name.startswith("config.")], sorted(params)
+        assert not {"shift_augment", "bf16", "weights", "parameters"} & set(params), sorted(params)
+        assert params["model"] == model and params["data_variant"] == data
+        assert int(params["weights_without_biases"]) < int(params["parameters_with_biases"])
+        assert params["epochs"] == str(TINY_TRAINING["epochs"])
         assert params["data_source"] == "sample"
         assert params["data_sha256"] == mnist["provenance"]["sha256_combined"]
-        assert params["seed"] == params["config.seed"] == str(experiment.seed)
+        assert params["seed"] == str(experiment.seed)
+        assert params["validation_size"] == str(len(mnist["validation_labels"]))
         assert run.info.run_name == f"{model}/{data}/s{experiment.seed}"
         assert run.data.tags["seed"] == str(experiment.seed)
         assert params["device"] == "cpu"
@@ -185,16 +190,55 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert 0.1 < run.data.metrics["test_accuracy"] <= 1.0
         assert run.data.metrics["training_seconds"] > 0
 
+        # Every training run has the same metrics (Compare lines them up); analyses log elsewhere.
+        assert set(run.data.metrics) == set(PER_EPOCH_METRICS) | FINAL_METRICS | {"seconds", "images_per_second"}, \
+            sorted(run.data.metrics)
+
+        (data_input,) = run.inputs.dataset_inputs
+        assert data_input.dataset.digest == mnist["provenance"]["sha256_combined"][:36]
+        assert data_input.dataset.name == "mnist-sample"
+        assert {t.key: t.value for t in data_input.tags} == {"mlflow.data.context": "training"}
+        assert json.loads(data_input.dataset.profile)["splits"] == {
+            "train": len(mnist["train_labels"]), "validation": len(mnist["validation_labels"]),
+            "test": len(mnist["test_labels"])}
+
+        logged_model = client.get_logged_model(value["mlflow_model_uri"].removeprefix("models:/"))
+        model_metrics = {m.key: m.value for m in logged_model.metrics}
+        assert model_metrics["test_accuracy"] == pytest.approx(value["test_accuracy"])
+        assert model_metrics["validation_accuracy"] == pytest.approx(value["validation_accuracy"])
+
         tags = run.data.tags
         assert tags["dagster.run_id"] == result.run_id
         assert tags["dagster.asset_key"] == "trained_model"
         assert tags["dagster.partition"] == partition
+        assert tags["convlab.kind"] == "training"
 
         figures = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
         assert {"figures/training_curves.png", "figures/confusion_matrix.png"} <= figures, figures
-        if partition == EXPLAINED.key:  # filter_figures logs beside its training
-            filters = {f.path for f in client.list_artifacts(run.info.run_id, "filters")}
-            assert {"filters/layer1_filters.png", "filters/layer2_filters.png"} <= filters, filters
+
+    experiment = client.get_experiment(runs[EXPLAINED.key].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # filter_figures explains the seed CNN in a run of its own, nested under that training run.
+    explained = runs[EXPLAINED.key].info.run_id
+    (filter_run,) = client.search_runs([experiment.experiment_id],
+                                       f"tags.`dagster.asset_key` = 'filter_figures' and tags.`mlflow.parentRunId` = '{explained}'")
+    assert filter_run.info.status == "FINISHED"
+    filters = {f.path for f in client.list_artifacts(filter_run.info.run_id, "filters")}
+    assert {"filters/layer1_filters.png", "filters/layer2_filters.png"} <= filters, filters
+    analyses = client.search_runs([experiment.experiment_id], "tags.`convlab.kind` = 'analysis'")
+    assert analyses and all(r.info.status == "FINISHED" for r in analyses)
+
+
+@pytest.mark.slow
+def test_champion_of_each_family_is_its_best_by_validation_accuracy(graph_run):
+    client = tracking_client(graph_run["home"])
+    values = [graph_run["training"][p].output_for_node("trained_model") for p in graph_run["partitions"]]
+    for family in {value["model"] for value in values}:
+        members = [value for value in values if value["model"] == family]
+        champion = client.get_model_version_by_alias(family, "champion")
+        best = max(value["validation_accuracy"] for value in members)
+        assert float(champion.tags["validation_accuracy"]) == pytest.approx(best), family
+        assert champion.run_id in {value["mlflow_run_id"] for value in members if value["validation_accuracy"] == best}
 
 
 @pytest.mark.slow
@@ -229,10 +273,20 @@ import mlflow, mlflow.pytorch, torch
 mlflow.set_tracking_uri(uri)
 for model_uri, outputs in zip(models[::2], models[1::2]):
     model = mlflow.pytorch.load_model(model_uri)
+    model.eval()  # the way the PyTorch and MLflow documentation use a loaded model
+    images = torch.from_numpy(np.load(inputs))
     with torch.no_grad():
-        logits = model(torch.from_numpy(np.load(inputs)))
+        logits = model(images)
+        without_channel_axis = model(images[:, 0])
+    assert torch.equal(logits, without_channel_axis)
+    try:
+        model(images * 255)
+    except ValueError as error:
+        assert "[0, 1]" in str(error) and "255" in str(error), error
+    else:
+        raise AssertionError("0-255 pixels were accepted")
     np.save(outputs, logits.numpy())
-    print(type(model).__module__, type(model).__name__)
+    print(type(model).__module__, type(model).__name__, isinstance(model, torch.nn.Sequential))
 loaded = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
 assert not loaded, loaded
 assert not any(in_repo(p) for p in sys.path)
@@ -255,14 +309,18 @@ def test_logged_model_runs_without_the_project(graph_run, tmp_path):
     values = {p: graph_run["training"][p].output_for_node("trained_model") for p in graph_run["partitions"]}
     outputs = {p: tmp_path / f"logits_{p.replace('|', '_')}.npy" for p in values}
     arguments = [str(item) for p in values for item in (values[p]["mlflow_model_uri"], outputs[p])]
+    # The registry's champions load the same way (their logits are checked below with their runs').
+    champions = {family: tmp_path / f"champion_{family}.npy" for family in {v["model"] for v in values.values()}}
+    arguments += [str(item) for family, path in champions.items() for item in (f"models:/{family}@champion", path)]
     assert all(value["mlflow_model_uri"].startswith("models:/") for value in values.values())
     done = subprocess.run(
         [sys.executable, "-I", str(script), str(REPO), f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
          str(tmp_path / "inputs.npy"), *arguments],
         cwd=tmp_path, env=subprocess_env(home), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    kinds = done.stdout.split("\n")[:len(values)]
-    assert all(kind.startswith("torch.") for kind in kinds), kinds  # stock torch modules only
+    kinds = done.stdout.split("\n")[:len(values) + len(champions)]
+    # Stock torch modules in a class pickled by value: an nn.Sequential, loaded with the project blocked.
+    assert all(kind.endswith("DigitClassifier True") for kind in kinds), kinds
 
     for partition, value in values.items():
         model = load_trained(value)
@@ -270,3 +328,8 @@ def test_logged_model_runs_without_the_project(graph_run, tmp_path):
             expected = model(to_model_input(raw, model.input_size)).numpy()
         np.testing.assert_allclose(np.load(outputs[partition]), expected, rtol=1e-4, atol=1e-4,
                                    err_msg=partition)
+    client = tracking_client(home)
+    for family, path in champions.items():
+        run_id = client.get_model_version_by_alias(family, "champion").run_id
+        (partition,) = [p for p, value in values.items() if value["mlflow_run_id"] == run_id]
+        np.testing.assert_array_equal(np.load(path), np.load(outputs[partition]), err_msg=family)
