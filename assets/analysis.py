@@ -6,6 +6,7 @@ from pydantic import Field
 
 from conv_core import plots
 from conv_core.data import random_subset
+from conv_core.datasets import DEFAULT_DATASET, get_dataset
 from conv_core.counting import connectivity_counts, count_parameters
 from conv_core import lecture
 from conv_core.experiments import EXPLAINED, REPRESENTED
@@ -86,7 +87,10 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
                              trained_model: dict, mlflow_tracking: MlflowTracking):
     test_images, test_labels = mnist["test_images"], mnist["test_labels"]
     train_images, train_labels = random_subset(mnist["train_images"], mnist["train_labels"], config.knn_train_limit)
-    triplet = choose_triplet(test_images, test_labels)
+    # The data set's pair of classes: MNIST's 4 and 9, Fashion-MNIST's Shirt and T-shirt/top.
+    dataset = get_dataset(mnist.get("dataset", DEFAULT_DATASET))
+    anchor, confusable = dataset.triplet.classes
+    triplet = choose_triplet(test_images, test_labels, anchor=anchor, confusable=confusable)
     triplet_rows, measure_rows, maps = [], [], {}
     for value in trained_model.values():
         name = value["model"]
@@ -97,8 +101,8 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
             lecture_ratio = lecture.TRIPLET_RATIOS.get(row["layer"]) if name == "seed_cnn" else None
             triplet_rows.append({"model": name, **row, "lecture_ratio": lecture_ratio})
         measures = representation_measures(train_features, train_labels, test_features, test_labels,
-                                           measure_limit=config.measure_limit)
-        flips = triplet_flip_rates(test_features, test_images, test_labels)
+                                           measure_limit=config.measure_limit, pair=(anchor, confusable))
+        flips = triplet_flip_rates(test_features, test_images, test_labels, anchor=anchor, confusable=confusable)
         measure_rows += [{"model": name, **row, "wrong_pixel_triplets_put_right": flips[row["layer"]]}
                          for row in measures]
         hidden = [layer for layer in test_features if layer not in ("pixels", "logits")][-1]
@@ -111,8 +115,10 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
     pictures = test_images[[triplet.nine, triplet.four_a, triplet.four_b]]
     ratios = {m: distances[distances.model == m].set_index("layer")["ratio"] for m in distances.model.unique()}
     figures = {
-        "triplet": plots.image_grid(pictures, titles=["9A", "4A", "4B"], columns=3, cell=1.6,
-                                    suptitle="the triplet (test split)"),
+        "triplet": plots.image_grid(pictures, titles=[f"9A: {dataset.class_name(confusable)}",
+                                                      f"4A: {dataset.class_name(anchor)}",
+                                                      f"4B: {dataset.class_name(anchor)}"],
+                                    columns=3, cell=1.6, suptitle=f"the triplet ({dataset.title} test split)"),
         "triplet_ratios": plots.layer_lines(
             {**{m: r.to_dict() for m, r in ratios.items()}, "lecture (Caffe notebooks)": lecture.TRIPLET_RATIOS},
             "d(9A,4A) / d(4A,4B)", "above 1: the two 4s are closer than the 9 and the 4", reference=1.0),
@@ -126,12 +132,16 @@ def representation_distances(context: dg.AssetExecutionContext, config: Represen
         run.log_figure(figure, f"representations/{name}.png")
     metadata = publish_figures(context, figures)
     seed_cnn = distances[distances.model == "seed_cnn"].set_index("layer")["ratio"]
+    triplet_classes = {"dataset": dataset.name, "anchor": dataset.class_name(anchor),
+                       "confusable": dataset.class_name(confusable)}
     value = {"table": frame.to_dict(orient="records"), "triplet": triplet.as_dict(), "triplet_rule": TRIPLET_RULE,
+             "triplet_classes": triplet_classes,
              "runs": _runs_read(trained_model), "figures": figure_paths(metadata)}
     output = dg.Output(value, metadata={
         "runs_read": ", ".join(f"{r['partition']} ({r['mlflow_run_id']})" for r in value["runs"]),
         "triplet": triplet.as_dict(),
         "triplet_rule": TRIPLET_RULE,
+        "triplet_classes": triplet_classes,
         "triplet_ratios": table_metadata(distances.fillna(-1)),
         "measures": table_metadata(measures),
         "seed_cnn_pixel_ratio": float(seed_cnn.get("pixels", float("nan"))),

@@ -1,4 +1,6 @@
-"""[data] MNIST, the lecture's "crop 2 pixels, 9 times the data", and infinite deformed MNIST."""
+"""[data] MNIST (or Fashion-MNIST), the lecture's "crop 2 pixels, 9 times the data", and infinite deformed MNIST."""
+
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -8,6 +10,7 @@ from pydantic import Field
 from conv_core import plots
 from conv_core.augment import SHIFTS, expand_shifts
 from conv_core.data import VALIDATION_FRACTION, MnistConfig, Source, load_mnist, random_subset, validation_split
+from conv_core.datasets import DEFAULT_DATASET, DATASETS, get_dataset
 from conv_core.infinite import InfiniteMnist, Mode
 from assets.checks import MNIST_IS_SOUND, claim_results, claim_specs, mnist_soundness
 from pipelines.resources.figures import figure_metadata, figure_paths
@@ -18,9 +21,16 @@ from pipelines.resources.versions import content_hash, versioned_output
 GROUP = "data"
 
 
-class MnistSettings(dg.Config):
-    """Where the digits come from (defaults: conv_core.data.MnistConfig)."""
+# The data sets by name, as a type the launchpad offers as a choice: "mnist" | "fashion_mnist".
+DatasetName = Literal[tuple(DATASETS)]
 
+
+class MnistSettings(dg.Config):
+    """Which data set, and where its images come from (defaults: conv_core.data.MnistConfig)."""
+
+    dataset: DatasetName = Field(default=MnistConfig.dataset, description="mnist (handwritten digits) or "
+                                 "fashion_mnist (Zalando's clothing images, same format); class names, mirrors, "
+                                 "normalisation and the triplet's classes follow it (conv_core.datasets)")
     source: Source = Field(default=MnistConfig.source, description="auto (an IDX folder, the download cache, a "
                            "download, else the offline sample), download, idx_dir or sample (5,000 real digits)")
     idx_dir: str | None = Field(default=MnistConfig.idx_dir, description="folder with the four IDX files")
@@ -34,11 +44,15 @@ class MnistSettings(dg.Config):
                                                    "to choose on; the test digits decide nothing")
 
 
+# The name stays `mnist` whichever data set it holds: stored history is kept by asset name.
 @dg.asset(group_name=GROUP, code_version="2", check_specs=[MNIST_IS_SOUND],
-          description="MNIST train, validation and test splits as uint8 tensors, with their provenance.")
+          description="MNIST or Fashion-MNIST (the `dataset` setting): train, validation and test splits as "
+                      "uint8 tensors, with their class names and provenance.")
 def mnist(context: dg.AssetExecutionContext, config: MnistSettings):
-    splits = load_mnist(MnistConfig(source=config.source, idx_dir=config.idx_dir, cache_dir=str(data_cache_dir()),
-                                    sample_test_size=config.sample_test_size, seed=config.seed),
+    dataset = get_dataset(config.dataset)
+    splits = load_mnist(MnistConfig(dataset=dataset.name, source=config.source, idx_dir=config.idx_dir,
+                                    cache_dir=str(data_cache_dir()), sample_test_size=config.sample_test_size,
+                                    seed=config.seed),
                         log=context.log.info)
     provenance = dict(splits.provenance)
     if provenance.get("is_sample"):
@@ -56,15 +70,21 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings):
                                 "by a seeded shuffle, out of the training digits"}
     # One value for "the same data": the bytes, the subset and the validation split taken of them.
     # Every run records it, and only runs with the same identity are compared.
+    # MNIST's identity is computed as it was before there was a choice of data set, so runs
+    # already recorded on MNIST still compare; any other data set is named in its identity.
+    named = () if dataset.name == DEFAULT_DATASET else (dataset.name,)
     provenance["identity"] = content_hash(provenance["sha256_combined"], provenance.get("subset"),
-                                          provenance["validation"])
+                                          provenance["validation"], *named)
     train_counts = torch.bincount(train_labels, minlength=10).tolist()
     validation_counts = torch.bincount(validation_labels, minlength=10).tolist()
     test_counts = torch.bincount(test_labels, minlength=10).tolist()
     value = {"train_images": train_images, "train_labels": train_labels,
              "validation_images": validation_images, "validation_labels": validation_labels,
-             "test_images": test_images, "test_labels": test_labels, "provenance": provenance}
+             "test_images": test_images, "test_labels": test_labels, "provenance": provenance,
+             "dataset": dataset.name, "class_names": list(dataset.class_names),
+             "normalization": list(dataset.normalization)}
     metadata = {
+        "dataset": dataset.title,
         "source": provenance["source"],
         "description": provenance["description"],
         "is_5000_digit_sample": bool(provenance.get("is_sample")),
@@ -74,9 +94,10 @@ def mnist(context: dg.AssetExecutionContext, config: MnistSettings):
         "validation_size": len(validation_labels),
         "test_size": len(test_labels),
         "validation_rule": f"{config.validation_fraction:.0%} of the training digits, stratified, seed {config.seed}",
-        "counts_per_class": table_metadata(pd.DataFrame({"digit": range(10), "train": train_counts,
+        "counts_per_class": table_metadata(pd.DataFrame({"class": list(dataset.class_names), "train": train_counts,
                                                          "validation": validation_counts, "test": test_counts})),
-        **figure_metadata(context, plots.digit_examples(train_images, train_labels), "digit_examples"),
+        **figure_metadata(context, plots.digit_examples(train_images, train_labels, class_names=dataset.class_names),
+                          "digit_examples"),
     }
     value["figures"] = figure_paths(metadata)
     yield versioned_output(value, provenance["identity"], metadata)

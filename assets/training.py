@@ -14,7 +14,8 @@ from conv_core.data import load_test_split
 from conv_core.evaluate import evaluate
 from conv_core.export import portable_model
 from conv_core.infinite import InfiniteMnist
-from conv_core.models import build_model
+from conv_core.datasets import DEFAULT_DATASET, MNIST, get_dataset
+from conv_core.models import build_model, model_normalization
 from conv_core.experiments import Experiment
 from conv_core.infinite import Mode
 from conv_core.train import PRECISIONS, Precision, TrainConfig, resolve_bf16, train
@@ -120,8 +121,11 @@ def _first_conv(model: nn.Module) -> nn.Conv2d | None:
 
 
 def load_trained(value: dict) -> nn.Module:
-    """The trained torch module from a `trained_model` value."""
-    model = build_model(value["model"])
+    """The trained torch module from a `trained_model` value, normalising as it was trained to.
+
+    Values stored before they recorded a normalisation were all MNIST's (the default).
+    """
+    model = build_model(value["model"], normalization=tuple(value.get("normalization") or MNIST.normalization))
     model.load_state_dict(value["state_dict"])
     return model.eval()
 
@@ -222,6 +226,9 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         "weights": counts.weights, "device": result.device, "precision": result.precision,
         "mlflow_run_id": run.run_id, "mlflow_run_name": experiment.run_name, "mlflow_model_uri": model_uri,
         "data_sha256": provenance["sha256_combined"], "data_identity": provenance["identity"], "version": version,
+        # what the trained network's normalize stage holds, read back from it: (mean, std) of its inputs
+        "normalization": list(model_normalization(result.model)),
+        "dataset": mnist.get("dataset", DEFAULT_DATASET),
         "figures": figure_paths(metadata),
     }
     context.log.info(f"{experiment.run_name}: test accuracy {accuracy:.4f} in {result.seconds:.1f} s")
@@ -267,9 +274,12 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
     model = load_trained(trained_model)
     evaluation = evaluate(model, mnist["test_images"], mnist["test_labels"])
     title = f"{trained_model['mlflow_run_name']}: accuracy {evaluation.accuracy:.2%}"
-    per_class = table_metadata(pd.DataFrame({"digit": range(10), "accuracy": evaluation.per_class_accuracy}).round(4))
+    class_names = mnist.get("class_names") or list(get_dataset(DEFAULT_DATASET).class_names)
+    per_class = table_metadata(pd.DataFrame({"class": class_names,
+                                             "accuracy": evaluation.per_class_accuracy}).round(4))
     value = {**evaluation.as_dict(), **{k: trained_model[k] for k in ("partition", "model", "data_variant", "seed",
                                                                         "mlflow_run_id")}}
+    value["class_names"] = class_names
     metadata = {}
     if config.heldout_idx_dir:
         heldout = evaluate(model, *load_test_split(config.heldout_idx_dir))
@@ -280,8 +290,8 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationSettin
         training.log_metrics({"heldout_accuracy": heldout.accuracy, "heldout_loss": heldout.loss})
         training.link_metrics_to_model(trained_model["mlflow_model_uri"], ("heldout_accuracy", "heldout_loss"))
     run = mlflow_tracking.run(trained_model["mlflow_run_id"])
-    metadata.update(publish_figures(context, {"confusion_matrix": plots.confusion_matrix(evaluation.confusion, title)},
-                                    run, "figures"))
+    figure = plots.confusion_matrix(evaluation.confusion, title, class_names=class_names)
+    metadata.update(publish_figures(context, {"confusion_matrix": figure}, run, "figures"))
     value["figures"] = figure_paths(metadata)
     return dg.Output(value, metadata={
         "experiment": trained_model["partition"],

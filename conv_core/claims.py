@@ -104,27 +104,46 @@ def nine_times_the_data(source_count: int, expanded_count: int) -> Claim:
                   expanded_count == lecture.AUGMENTATION_FACTOR * source_count > 0, factor, lecture.AUGMENTATION_FACTOR)
 
 
-def triplet_pixel_order(pixel_ratio: float) -> Claim:
+# The lecture's triplet classes, as the claims name them: (anchor, confusable).
+LECTURE_PAIR = ("4", "9")
+
+
+def _pair_note(pair: tuple[str, str]) -> str:
+    """Names the classes behind 4A, 4B and 9A when they are not the lecture's digits."""
+    anchor, confusable = pair
+    return "" if tuple(pair) == LECTURE_PAIR else f" (4A, 4B: {anchor}; 9A: {confusable})"
+
+
+def triplet_pixel_order(pixel_ratio: float, pair: tuple[str, str] = LECTURE_PAIR) -> Claim:
+    anchor, confusable = pair
     return _claim("triplet_pixels_nine_closer", "Good representation?",
-                  "In pixel space, 9-4 is closer: d(9A,4A) / d(4A,4B) < 1 for a typical triplet",
+                  f"In pixel space, {confusable}-{anchor} is closer: d(9A,4A) / d(4A,4B) < 1 for a typical "
+                  f"triplet{_pair_note(pair)}",
                   f"{lecture.TRIPLET_RATIOS['pixels']} (Caffe notebooks' triplet)", f"{pixel_ratio:.3f}", "< 1",
                   pixel_ratio < 1, pixel_ratio, lecture.TRIPLET_RATIOS["pixels"])
 
 
-def triplet_feature_order(layer_ratios: dict[str, float], layer: str = TRIPLET_LAYER) -> Claim:
+def triplet_feature_order(layer_ratios: dict[str, float], layer: str = TRIPLET_LAYER,
+                          pair: tuple[str, str] = LECTURE_PAIR) -> Claim:
     """The two 4s closer in the CNN's feature space, at the layer where the lecture's notebooks flip."""
     ratio = layer_ratios.get(layer, float("nan"))
     shown = ", ".join(f"{name} {value:.2f}" for name, value in layer_ratios.items())
+    anchor, _ = pair
     return _claim("triplet_features_fours_closer", "Good representation?",
-                  f"In feature space, 4-4 is closer: d(9A,4A) / d(4A,4B) > 1 from {layer} on",
+                  f"In feature space, {anchor}-{anchor} is closer: d(9A,4A) / d(4A,4B) > 1 from {layer} "
+                  f"on{_pair_note(pair)}",
                   f"{lecture.TRIPLET_RATIOS[layer]:.2f} at {layer} (flips there; "
                   f"{lecture.TRIPLET_RATIOS['logits']:.2f} at the logits)", shown, f"> 1 at {layer}",
                   ratio > 1, ratio, lecture.TRIPLET_RATIOS[layer])
 
 
-def aggregate_feature_order(pixel_rate: float, feature_rate: float, layer: str) -> Claim:
+def aggregate_feature_order(pixel_rate: float, feature_rate: float, layer: str,
+                            pair: tuple[str, str] = LECTURE_PAIR) -> Claim:
+    anchor, confusable = pair
+    # "4s and 9s", but "Shirt and T-shirt/top items": class names do not all take a plural s
+    members = f"{anchor}s and {confusable}s" if tuple(pair) == LECTURE_PAIR else f"{anchor} and {confusable} items"
     return _claim("aggregate_features_order_better", "Good representation?",
-                  "Over the test split's 4s and 9s, same-class pairs are closer more often in the CNN's "
+                  f"Over the test split's {members}, same-class pairs are closer more often in the CNN's "
                   f"{layer} than in pixel space: P[d(a,p) < d(a,n)]",
                   "feature space better than pixel space", f"pixels {pixel_rate:.3f}, {layer} {feature_rate:.3f}",
                   "feature rate > pixel rate", feature_rate > pixel_rate, feature_rate - pixel_rate)
@@ -255,10 +274,17 @@ def _augmentation(run_comparison: dict) -> Claim:
     return augmentation_keeps_accuracy(plain, augmented)
 
 
+def _triplet_pair(representation_distances: dict) -> tuple[str, str]:
+    """(anchor, confusable) class names of the data set the triplet came from; the lecture's 4 and 9 by default."""
+    classes = representation_distances.get("triplet_classes") or {}
+    return (str(classes.get("anchor", LECTURE_PAIR[0])), str(classes.get("confusable", LECTURE_PAIR[1])))
+
+
 def _aggregate(representation_distances: dict) -> Claim:
     layers = _seed_cnn_layers(representation_distances)
     return aggregate_feature_order(float(layers["pixels"]["triplet_order_rate_4_9"]),
-                                   float(layers[TRIPLET_LAYER]["triplet_order_rate_4_9"]), TRIPLET_LAYER)
+                                   float(layers[TRIPLET_LAYER]["triplet_order_rate_4_9"]), TRIPLET_LAYER,
+                                   _triplet_pair(representation_distances))
 
 
 @dataclass(frozen=True)
@@ -294,11 +320,13 @@ REGISTRY: tuple[ClaimSpec, ...] = (
     ClaimSpec("triplet_pixels_nine_closer", "representation_distances", ("representation_distances",),
               "In pixel space the 9 is closer to a 4 than the other 4 is.",
               lambda representation_distances: triplet_pixel_order(
-                  float(_seed_cnn_layers(representation_distances)["pixels"]["ratio"]))),
+                  float(_seed_cnn_layers(representation_distances)["pixels"]["ratio"]),
+                  _triplet_pair(representation_distances))),
     ClaimSpec("triplet_features_fours_closer", "representation_distances", ("representation_distances",),
               f"In the CNN's feature space ({TRIPLET_LAYER}, where the lecture's notebooks flip) the two 4s are closer.",
               lambda representation_distances: triplet_feature_order(
-                  {layer: float(r["ratio"]) for layer, r in _seed_cnn_layers(representation_distances).items()})),
+                  {layer: float(r["ratio"]) for layer, r in _seed_cnn_layers(representation_distances).items()},
+                  pair=_triplet_pair(representation_distances))),
     ClaimSpec("aggregate_features_order_better", "representation_distances", ("representation_distances",),
               f"Over all 4s and 9s, same-class pairs are closer more often in the CNN's {TRIPLET_LAYER} than in pixels.",
               _aggregate),

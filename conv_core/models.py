@@ -17,7 +17,6 @@ from torch import nn
 from conv_core.data import MNIST_MEAN, MNIST_STD
 
 
-
 @dataclass(frozen=True)
 class Conv:
     out_channels: int
@@ -80,7 +79,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 
 
 class Normalize(nn.Module):
-    """Maps raw pixels in [0, 1] to zero mean, unit variance, inside the model.
+    """Maps raw pixels in [0, 1] to zero mean, unit variance, inside the model (the data set's constants).
 
     Keeping it in the model means a saved model takes raw images and needs no
     project code at prediction time.
@@ -93,6 +92,11 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def model_normalization(model: nn.Module) -> tuple[float, float]:
+    """The (mean, std) a built model normalises its input with."""
+    return float(model.normalize.mean), float(model.normalize.std)
 
 
 class LayerNet(nn.Sequential):
@@ -124,11 +128,16 @@ def architecture(name: str, **overrides) -> dict:
     return spec
 
 
-def build_model(name: str, **overrides) -> LayerNet:
-    """Build a named model from its layer specs. Unknown names raise ValueError."""
+def build_model(name: str, normalization: tuple[float, float] = (MNIST_MEAN, MNIST_STD), **overrides) -> LayerNet:
+    """Build a named model from its layer specs. Unknown names raise ValueError.
+
+    `normalization` is the (mean, std) of the training pixels in [0, 1] the
+    model normalises with: its data set's (conv_core.datasets), MNIST's by default.
+    """
     spec = architecture(name, **overrides)
     channels, size = spec["in_channels"], spec["input_size"]
-    stages: OrderedDict[str, nn.Module] = OrderedDict(normalize=Normalize())
+    mean, std = normalization
+    stages: OrderedDict[str, nn.Module] = OrderedDict(normalize=Normalize(mean, std))
     counters = {"conv": 0, "pool": 0, "fc": 0, "relu": 0, "dropout": 0}
     flat: int | None = None
     layers = spec["layers"]

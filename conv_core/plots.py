@@ -94,22 +94,30 @@ def image_grid(images, titles: Sequence[str] | None = None, columns: int = 10, c
     return fig
 
 
+def _class_names(class_names: Sequence[str] | None) -> tuple[str, ...]:
+    """The given class names, or MNIST's digits."""
+    return tuple(class_names) if class_names is not None else tuple(str(digit) for digit in range(10))
+
+
 @legible
-def digit_examples(images, labels, per_class: int = 8) -> Figure:
-    """The first `per_class` digits of each class, one row per class, labelled on the left."""
+def digit_examples(images, labels, per_class: int = 8, class_names: Sequence[str] | None = None) -> Figure:
+    """The first `per_class` images of each class, one row per class, labelled on the left with its name
+    (`class_names`, the data set's; the digits 0-9 when not given)."""
+    class_names = _class_names(class_names)
     labels = torch.as_tensor(labels)
     images = _as_numpy(torch.as_tensor(images))
     size = images.shape[-1]
-    mosaic = np.ones((10 * (size + 2), per_class * (size + 2)), dtype=np.float32) * float(images.max() or 1)
-    for digit in range(10):
+    rows = len(class_names)
+    mosaic = np.ones((rows * (size + 2), per_class * (size + 2)), dtype=np.float32) * float(images.max() or 1)
+    for digit in range(rows):
         picks = torch.nonzero(labels == digit).flatten()[:per_class].tolist()
         for column, index in enumerate(picks):
             top, left = digit * (size + 2) + 1, column * (size + 2) + 1
             mosaic[top:top + size, left:left + size] = images[index]
     width = report_inches("small")
-    fig, ax = plt.subplots(figsize=(width, (width - 0.4) * 10 / per_class + 0.3))
+    fig, ax = plt.subplots(figsize=(width, (width - 0.4) * rows / per_class + 0.3))
     ax.imshow(mosaic, cmap="gray_r", interpolation="nearest")
-    ax.set_yticks([(d + 0.5) * (size + 2) for d in range(10)], [str(d) for d in range(10)])
+    ax.set_yticks([(d + 0.5) * (size + 2) for d in range(rows)], list(class_names))
     ax.set_xticks([])
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -120,9 +128,11 @@ def digit_examples(images, labels, per_class: int = 8) -> Figure:
 
 
 @legible
-def confusion_matrix(confusion, title: str = "confusion matrix") -> Figure:
-    """Counts with true class down and predicted class across, numbers in the cells."""
+def confusion_matrix(confusion, title: str = "confusion matrix", class_names: Sequence[str] | None = None) -> Figure:
+    """Counts with true class down and predicted class across, numbers in the cells, classes by name
+    (`class_names`, the data set's; the digits 0-9 when not given)."""
     matrix = _as_numpy(confusion).astype(int)
+    class_names = _class_names(class_names)
     width = report_inches("half")
     fig, ax = plt.subplots(figsize=(width, width * 0.92))
     ax.imshow(np.log1p(matrix), cmap="Blues")
@@ -130,8 +140,11 @@ def confusion_matrix(confusion, title: str = "confusion matrix") -> Figure:
         if value:
             ax.text(col, row, str(value), ha="center", va="center", fontsize=SMALLEST_FONT,
                     color="white" if row == col else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
+    # digits fit upright; longer names ("T-shirt/top") are turned so they do not overlap
+    long_names = max(map(len, class_names)) > 2
+    ax.set_xticks(range(len(class_names)), list(class_names), rotation=45 if long_names else 0,
+                  ha="right" if long_names else "center")
+    ax.set_yticks(range(len(class_names)), list(class_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

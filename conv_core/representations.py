@@ -2,6 +2,11 @@
 
 Distances are Euclidean on each layer's flattened activations. Layers are
 compared by ratios and ranks, which do not depend on a layer's scale.
+
+The pair of classes is the data set's (conv_core.datasets: `Dataset.triplet`):
+an anchor class (the lecture's 4) and a confusable one (its 9). The names
+below keep the lecture's words, "nine" for the confusable item and "four" for
+the anchors, whatever the classes are.
 """
 
 from __future__ import annotations
@@ -11,7 +16,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from conv_core.datasets import MNIST
 from conv_core.evaluate import layer_activations
+
+# The lecture's pair: two 4s and a 9.
+LECTURE_ANCHOR, LECTURE_CONFUSABLE = MNIST.triplet.classes
 
 
 def representation_layers(model: nn.Module) -> dict[str, str]:
@@ -47,7 +56,7 @@ def layer_features(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Te
 
 @dataclass(frozen=True)
 class Triplet:
-    """Indices into the test split: a 9 and two 4s."""
+    """Indices into the test split: a 9 and two 4s (an item of the confusable class and two anchors)."""
 
     nine: int
     four_a: int
@@ -65,16 +74,20 @@ TRIPLET_RULE = (
 )
 
 
-def nearest_nine_triplets(images: torch.Tensor, labels: torch.Tensor, limit: int = 500) -> tuple[list[Triplet], torch.Tensor]:
+def nearest_nine_triplets(images: torch.Tensor, labels: torch.Tensor, limit: int = 500,
+                          anchor: int = LECTURE_ANCHOR, confusable: int = LECTURE_CONFUSABLE,
+                          ) -> tuple[list[Triplet], torch.Tensor]:
     """One triplet per 4 of the first `limit` (its nearest 9, its median other 4), and each one's pixel ratio.
 
     Chosen to be confusing in pixel space: the population `triplet_flip_rates` asks the layers about.
+    `anchor` and `confusable` replace the 4 and the 9.
     """
     pixels = torch.as_tensor(images).flatten(1).float() / 255.0
-    fours = torch.nonzero(labels == 4).flatten()[:limit]
-    nines = torch.nonzero(labels == 9).flatten()[:limit]
+    fours = torch.nonzero(labels == anchor).flatten()[:limit]
+    nines = torch.nonzero(labels == confusable).flatten()[:limit]
     if len(fours) < 3 or len(nines) < 1:
-        raise ValueError("choosing a triplet needs at least three 4s and one 9 in the split")
+        raise ValueError(f"choosing a triplet needs at least three of class {anchor} and one of class "
+                         f"{confusable} in the split")
     four_to_nine = torch.cdist(pixels[fours], pixels[nines])
     four_to_four = torch.cdist(pixels[fours], pixels[fours])
     nearest_nine = four_to_nine.argmin(dim=1)
@@ -88,13 +101,18 @@ def nearest_nine_triplets(images: torch.Tensor, labels: torch.Tensor, limit: int
     return triplets, ratios
 
 
-def choose_triplet(images: torch.Tensor, labels: torch.Tensor, limit: int = 500) -> Triplet:
-    """The lecture's 9-4-4 triplet, chosen by TRIPLET_RULE among the first `limit` 4s and 9s."""
+def choose_triplet(images: torch.Tensor, labels: torch.Tensor, limit: int = 500,
+                   anchor: int = LECTURE_ANCHOR, confusable: int = LECTURE_CONFUSABLE) -> Triplet:
+    """The lecture's 9-4-4 triplet, chosen by TRIPLET_RULE among the first `limit` 4s and 9s.
+
+    `anchor` and `confusable` replace the 4 and the 9 (a data set's `triplet` pair).
+    """
     pixels = torch.as_tensor(images).flatten(1).float() / 255.0
-    fours = torch.nonzero(torch.as_tensor(labels) == 4).flatten()[:limit]
-    nines = torch.nonzero(torch.as_tensor(labels) == 9).flatten()[:limit]
+    fours = torch.nonzero(torch.as_tensor(labels) == anchor).flatten()[:limit]
+    nines = torch.nonzero(torch.as_tensor(labels) == confusable).flatten()[:limit]
     if len(fours) < 2 or len(nines) < 1:
-        raise ValueError("choosing a triplet needs at least two 4s and one 9 in the split")
+        raise ValueError(f"choosing a triplet needs at least two of class {anchor} and one of class "
+                         f"{confusable} in the split")
     mean_four = pixels[fours].mean(dim=0)
     four_radius = (pixels[fours] - mean_four).norm(dim=1)
     nine_radius = (pixels[nines] - mean_four).norm(dim=1)
@@ -107,12 +125,13 @@ def choose_triplet(images: torch.Tensor, labels: torch.Tensor, limit: int = 500)
 
 
 def triplet_flip_rates(features: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
-                       limit: int = 500) -> dict[str, float]:
+                       limit: int = 500, anchor: int = LECTURE_ANCHOR,
+                       confusable: int = LECTURE_CONFUSABLE) -> dict[str, float]:
     """Per layer: of the triplets whose pixel order is wrong, the share this layer puts right (ratio > 1).
 
-    The unbiased counterpart of one chosen triplet: every 4 of the split as anchor.
+    The unbiased counterpart of one chosen triplet: every 4 (every `anchor`) of the split as anchor.
     """
-    triplets, ratios = nearest_nine_triplets(images, labels, limit)
+    triplets, ratios = nearest_nine_triplets(images, labels, limit, anchor, confusable)
     wrong = [t for t, r in zip(triplets, ratios.tolist()) if r < 1]
     if not wrong:
         return {layer: float("nan") for layer in features}
@@ -201,10 +220,12 @@ def silhouette(distances: torch.Tensor, labels: torch.Tensor) -> float:
 
 def representation_measures(train_features: dict[str, torch.Tensor], train_labels: torch.Tensor,
                             test_features: dict[str, torch.Tensor], test_labels: torch.Tensor,
-                            measure_limit: int = 1000, seed: int = 0) -> list[dict]:
+                            measure_limit: int = 1000, seed: int = 0,
+                            pair: tuple[int, int] = (LECTURE_ANCHOR, LECTURE_CONFUSABLE)) -> list[dict]:
     """Per layer: 1-NN accuracy (train -> test), triplet ordering rates, within/between ratio, silhouette.
 
     The distance-matrix measures use a sample: the first `measure_limit` test digits.
+    `triplet_order_rate_4_9` keeps its name for any `pair` (the data set's triplet classes).
     """
     rows = []
     labels = test_labels[:measure_limit]
@@ -216,7 +237,7 @@ def representation_measures(train_features: dict[str, torch.Tensor], train_label
             "dimensions": int(test.shape[1]),
             "knn1_accuracy": knn_accuracy(train_features[layer], train_labels, test, test_labels),
             "triplet_order_rate": triplet_ordering_rate(distances, labels, seed=seed),
-            "triplet_order_rate_4_9": triplet_ordering_rate(distances, labels, classes=(4, 9), seed=seed),
+            "triplet_order_rate_4_9": triplet_ordering_rate(distances, labels, classes=tuple(pair), seed=seed),
             "within_between_ratio": within_between_ratio(distances, labels),
             "silhouette": silhouette(distances, labels),
         })
