@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from conv_core.datasets import DATASET_NAMES
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
 from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
@@ -39,6 +40,8 @@ TRAINING_ASSET = "trained_model"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default=None, choices=DATASET_NAMES,
+                        help="data set (default mnist): mnist or fashion_mnist")
     parser.add_argument("--source", default=None, choices=["auto", "download", "idx_dir", "sample"],
                         help="MNIST source (default auto)")
     parser.add_argument("--idx-dir", default=None, help="folder with the four MNIST IDX files")
@@ -95,7 +98,7 @@ def check_the_rest_is_stored(chosen: list[Experiment]) -> None:
 
 def run_config(args: argparse.Namespace) -> dict:
     """The launchpad config the backfill's runs get (only what was asked; the rest keeps its defaults)."""
-    mnist = {"source": args.source, "idx_dir": args.idx_dir, "train_limit": args.train_limit,
+    mnist = {"dataset": args.dataset, "source": args.source, "idx_dir": args.idx_dir, "train_limit": args.train_limit,
              "test_limit": args.test_limit}
     training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision}
     ops = {"mnist": {k: v for k, v in mnist.items() if v is not None},

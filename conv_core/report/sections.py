@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from conv_core import lecture
 from conv_core.claims import Claim
+from conv_core.datasets import DEFAULT_DATASET, Dataset, get_dataset
 from conv_core.models import ARCHITECTURES
 from conv_core.report.blocks import Facts, Image, Link, Note, Row, Section, Table, Text
 from conv_core.report.figures import claims_overview, figure_png
@@ -64,6 +65,17 @@ def _variant_accuracy(values: dict, model: str, variant: str = "plain") -> str:
     return _row_accuracy(rows[0], values.get("runs", [])) if rows else format_accuracy(None)
 
 
+def _dataset(values: dict) -> Dataset:
+    """The data set the run was on (`values["dataset"]`, set from the provenance); MNIST when not said."""
+    return get_dataset(values.get("dataset") or DEFAULT_DATASET)
+
+
+def _triplet_names(values: dict) -> tuple[str, str]:
+    """(anchor, confusable) class names of the triplet: the lecture's 4 and 9 on MNIST."""
+    dataset = _dataset(values)
+    return dataset.class_name(dataset.triplet.anchor), dataset.class_name(dataset.triplet.confusable)
+
+
 def _sum_text(numbers: Sequence[int]) -> str:
     """225 + 3600 + 7840 = 11665"""
     return f"{' + '.join(map(str, numbers))} = {sum(numbers)}"
@@ -93,7 +105,8 @@ def hierarchy_section(values: dict, figures: dict[str, bytes]) -> Section:
               "transformation (convolution, ReLU, 2x2 max pooling) before a linear classifier. Its signal, "
               "channels x height x width:"),
          Note(" \u2192 ".join(shapes), "info"),
-         _figure(figures, "digit_examples", "the digits this run trained on (training split, by class)", "small")],
+         _figure(figures, "digit_examples", f"the {_dataset(values).item}s this run trained on "
+                 f"({_dataset(values).title} training split, by class)", "small")],
         slide="Deep Learning = Learning Hierarchical Representations")
 
 
@@ -194,24 +207,35 @@ def representation_section(values: dict, figures: dict[str, bytes]) -> Section:
                     for r in representations]
     pixels, logits = lecture.TRIPLET_RATIOS["pixels"], lecture.TRIPLET_RATIOS["logits"]
     flip = next(layer for layer, ratio in lecture.TRIPLET_RATIOS.items() if ratio > 1)
+    anchor, confusable = _triplet_names(values)
+    dataset = _dataset(values)
+    # On another data set the lecture's labels stay (9A, 4A, 4B) and this says what they stand for.
+    pair_note = ([] if (anchor, confusable) == ("4", "9") else
+                 [Note(f"This run is on {dataset.title}: 4A and 4B are two of class {anchor}, 9A one of class "
+                       f"{confusable}, the pair of classes pixel space confuses most (conv_core.datasets).", "info")])
     return Section(
         "representation", "Good representation?",
         "In pixel space, 9-4 is closer. In feature space, 4-4 is closer: the ratio d(9A,4A) / d(4A,4B) is "
         f"below 1 on the pixels and above 1 at the top of the network (the lecture's Caffe notebooks: {pixels:.2f} "
         f"on pixels, {logits:.2f} at the logits; the order flips at {flip}).",
-        [Row([_figure(figures, "triplet", "the triplet: a 9 (9A) and two 4s (4A, 4B)", "small"),
+        [*pair_note,
+         Row([_figure(figures, "triplet", f"the triplet: 9A of class {confusable}, 4A and 4B of class {anchor}",
+                      "small"),
               Text(values.get("triplet_rule", ""))]),
          Row([Table(["seed CNN layer", "this run", "lecture"], ratio_rows,
-                    caption="d(9A,4A) / d(4A,4B) by layer (above 1: the two 4s are closer)"), mlp_table]),
+                    caption=f"d(9A,4A) / d(4A,4B) by layer (above 1: the two of class {anchor} are closer)"),
+              mlp_table]),
          _figure(figures, "triplet_ratios",
                  f"the ratio by layer, this run beside the lecture's {pixels:.2f} (pixels) and {logits:.2f} (logits)",
                  "medium"),
          Text("One triplet is an anecdote. The measures below use every test digit: 1-nearest-neighbour accuracy, "
               "the rate at which a random same-class pair is closer than a different-class pair (all classes, and "
-              "4s against 9s only), the share of all 9-4-4 triplets built like the one above whose pixel order is "
+              f"class {anchor} against class {confusable} only), the share of all 9-4-4 triplets built like the one "
+              "above whose pixel order is "
               "wrong that the layer puts right, the within/between-class distance ratio (lower is better) and the "
               "silhouette."),
-         Table(["model", "layer", "dimensions", "1-NN accuracy", "triplet order", "triplet order 4 vs 9",
+         Table(["model", "layer", "dimensions", "1-NN accuracy", "triplet order",
+                f"triplet order {anchor} vs {confusable}",
                 "wrong 9-4-4 put right", "within / between", "silhouette"], measure_rows,
                caption="representation measures by layer"),
          _figure(figures, "measures_by_layer", "the measures by layer", "large"),
@@ -401,5 +425,7 @@ def lecture_report(values: dict, figures: dict[str, bytes], claims: Sequence[Cla
     figure = claims_overview(claims)
     overview = figure_png(figure)
     plt.close(figure)
+    # the sections name the data set and its classes; the provenance says which it is
+    values = {"dataset": provenance.get("dataset", DEFAULT_DATASET), **values}
     return render_report(lecture_sections(values, figures), claims, provenance, values.get("runs", []),
                          generated=generated, subtitle=subtitle, mlflow_note=mlflow_note, claims_figure=overview)
