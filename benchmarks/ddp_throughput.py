@@ -11,7 +11,9 @@ kernel set-up) over --repeats launches, taken in turns so that a busy spell on a
 shared machine hits every row alike; counted over the global batch (all ranks
 together). The weight
 difference is each run's final weights against the 1-thread single process
-(fp32: float rounding only; bf16 autocast rounds slices differently).
+(fp32: float rounding only, which Adam enlarges where a gradient is near
+zero: two threads in one process differ as much; bf16 autocast rounds
+slices differently).
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from pathlib import Path
 
 import torch
 
+from conv_core.train import TrainConfig
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def launch(processes: int, threads: int, args: argparse.Namespace, out: Path) -> dict:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "conv_core.distributed", "--model", args.model, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--precision", args.precision, "--device", "cpu",
-               "--threads", str(threads), "--train-digits", str(args.train_digits), "--out", str(out)]
+               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--precision", args.precision,
+               "--device", "cpu", "--threads", str(threads), "--train-digits", str(args.train_digits),
+               "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
     result = json.loads((out / "result.json").read_text())
@@ -50,10 +55,12 @@ def main() -> None:
     parser.add_argument("--model", default="seed_cnn")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, help="default: TrainConfig's, read once so every launch gets the same")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32")
     parser.add_argument("--train-digits", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    args.lr = args.lr or TrainConfig().lr
 
     setups = [("1 process, 1 thread", 1, 1), ("1 process, 2 threads", 1, 2),
               ("2 processes (gloo), 1 thread each", 2, 1)]
@@ -66,7 +73,8 @@ def main() -> None:
                 speed.extend(result["images_per_second"])
 
     baseline = results[0]  # the weights are the same in every repeat
-    print(f"{args.model}, {args.train_digits:,} digits, global batch {args.batch_size}, {args.epochs} epochs, "
+    print(f"{args.model}, {args.train_digits:,} digits, global batch {args.batch_size}, lr {args.lr}, "
+          f"{args.epochs} epochs, "
           f"{args.precision}, {os.cpu_count()} CPUs")
     print(f"{'run':<36} {'images/s':>10} {'vs 1 process':>13} {'max |w - w_1|':>14} {'train loss':>11}")
     for (name, _, _), result, speed in zip(setups, results, map(max, speeds)):
