@@ -1,8 +1,9 @@
 """Data-parallel training: two gloo ranks on loopback against one process.
 
 One torchrun launch (23-54 s on the shared 2-core machine, most of it three
-interpreters importing torch and parsing the sample) runs every distributed training below; this file is also that launch's
-worker script (`python -m torch.distributed.run ... tests/test_distributed.py OUT`).
+interpreters importing torch and parsing the sample) runs every distributed
+training below; this file is also that launch's worker script
+(`python -m torch.distributed.run ... tests/test_distributed.py OUT`).
 """
 
 from __future__ import annotations
