@@ -233,3 +233,40 @@ def test_the_report_names_the_dataset_and_its_classes():
     assert ("dataset", "Fashion-MNIST") in facts.items
     counts = next(b for b in blocks if isinstance(b, Table) and b.caption.startswith("images per class"))
     assert counts.columns == ["split", *FASHION_CLASSES]
+
+
+# --------------------------------------------------------------------------- the asset and the command
+
+
+def test_the_mnist_asset_holds_fashion_mnist_with_its_class_names(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from assets.data import mnist
+
+    monkeypatch.setenv("CONVLAB_HOME", str(tmp_path / "home"))
+    folder = write_tiny_idx_folder(tmp_path / "fashion")
+
+    def materialize(dataset: str) -> dict:
+        result = dg.materialize([mnist], run_config={"ops": {"mnist": {"config": {
+            "dataset": dataset, "source": "idx_dir", "idx_dir": str(folder)}}}})
+        assert result.success
+        return result.output_for_node("mnist")
+
+    fashion = materialize("fashion_mnist")
+    assert fashion["dataset"] == "fashion_mnist" and fashion["class_names"] == list(FASHION_CLASSES)
+    assert fashion["normalization"] == list(FASHION_MNIST.normalization)
+    assert fashion["provenance"]["dataset"] == "fashion_mnist"
+    # the same bytes as MNIST are other data: the data set is part of the identity
+    as_mnist = materialize("mnist")
+    assert as_mnist["class_names"] == list("0123456789")
+    assert as_mnist["provenance"]["identity"] != fashion["provenance"]["identity"]
+
+
+def test_make_run_passes_the_dataset_to_the_mnist_asset():
+    from pipelines.run import parse_args, run_config
+
+    config = run_config(parse_args(["--dataset", "fashion_mnist", "--source", "idx_dir", "--idx-dir", "/data"]))
+    assert config["ops"]["mnist"]["config"] == {"dataset": "fashion_mnist", "source": "idx_dir", "idx_dir": "/data"}
+    assert "dataset" not in run_config(parse_args([])).get("ops", {}).get("mnist", {}).get("config", {})
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", "cifar10"])
