@@ -65,6 +65,12 @@ def test_the_data_asset_and_a_training_partition_run_on_celery_workers(convlab_h
                                                   "trained_model": {"config": TINY_TRAINING}}}))
     logs = tmp_path / "logs"
     logs.mkdir()
+    import dagster as dg
+
+    # The instance's SQLite tables made once, first: two workers starting together on a fresh
+    # DAGSTER_HOME would both make them (alembic then finds two heads and every later start fails).
+    with dg.DagsterInstance.get():
+        pass
     processes = {"redis": start(["redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "",
                                  "--appendonly", "no"], log_path=logs / "redis.log")}
     try:
