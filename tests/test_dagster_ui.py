@@ -272,7 +272,8 @@ def test_the_asset_page_shows_figures_inline_and_embedded_in_a_browser(lab):
             if b.execute_script(width, image)])
         # Readable sizes: the thumbnails these replace were 40 dpi, under 200 pixels for the filter grids.
         assert len(drawn) >= 2 and max(drawn) >= 400, drawn
-        browser.find_elements(By.XPATH, "//*[text()='[Show Markdown]']")[0].click()
+        # Clicked from script: the UI may lay a dialog's backdrop over the page (the element is there all the same).
+        browser.execute_script("arguments[0].click()", browser.find_elements(By.XPATH, "//*[text()='[Show Markdown]']")[0])
         embedded = WebDriverWait(browser, 30, poll_frequency=0.5).until(lambda b: [
             b.execute_script(width, image)
             for image in b.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")
