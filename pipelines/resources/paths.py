@@ -83,7 +83,8 @@ def dagster_storage_yaml() -> str:
 # (CONVLAB_MAX_CONCURRENT_RUNS), queued beyond that (each run is a process
 # holding torch). Run monitoring: the daemon frees the pool slots of a run
 # that ended without freeing them (one whose process died: pipelines.recovery
-# ends those FAILED).
+# ends those FAILED). Telemetry off: no opt-out banner on the console; nux
+# off: no "Join the Dagster community" dialog over the UI's first page.
 DAGSTER_YAML_MARK = "# Written by convlab"
 
 
@@ -104,6 +105,8 @@ run_monitoring:
   poll_interval_seconds: 15
   free_slots_after_run_end_seconds: 10
 telemetry:
+  enabled: false
+nux:
   enabled: false
 """
 
