@@ -25,7 +25,7 @@ def test_best_is_the_highest_mean_over_models_not_one_models_peak():
 def test_a_trial_scores_on_the_validation_digits_it_is_given(sample_digits):
     # The sample is sorted by class: every 10th digit mixes them.
     images, labels = sample_digits.train_images[::10], sample_digits.train_labels[::10]
-    base = TrainConfig(model="mlp", epochs=1, device="cpu")
+    base = TrainConfig(model="mlp", epochs=2, batch_size=32, device="cpu")
     trial = tuning.run_trial(base, (("lr", 0.01),), (images[:256], labels[:256]), (images[256:320], labels[256:320]),
                              threads=1)
     assert trial.model == "mlp" and 0.1 < trial.validation_accuracy <= 1
