@@ -322,11 +322,20 @@ class MlflowTracking(dg.ConfigurableResource):
         name = self.resolved_experiment()
 
         def get_or_create() -> str:
+            from mlflow.exceptions import MlflowException
+
             client = self.client()
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
-                return client.create_experiment(name, artifact_location=self.artifact_location(),
-                                                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                try:
+                    return client.create_experiment(name, artifact_location=self.artifact_location(),
+                                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                except MlflowException as error:
+                    # Another process created it between our read and our write (a tracking
+                    # server has no file lock to serialise the two): use theirs.
+                    if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    experiment = client.get_experiment_by_name(name)
             if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before the kind was set
                 client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return experiment.experiment_id
