@@ -22,7 +22,7 @@ from pipelines.resources.figures import artifact_url, figure_metadata
 from pipelines.resources.metadata import table_metadata
 from pipelines.resources.partitions import by_partition
 from pipelines.resources.paths import file_url, report_file
-from pipelines.resources.tracking import MlflowTracking
+from pipelines.resources.tracking import UI_VIEW_QUERY, MlflowTracking
 from pipelines.resources.versions import git_commit
 
 GROUP = "report"
@@ -53,7 +53,7 @@ def report_values(inputs: dict, ui_url: str, experiment_id: str) -> dict:
     spec, statistics = inputs["infinite_mnist"]["spec"], inputs["infinite_mnist"]["statistics"]
     gradients, top, sliding = inputs["input_gradients"], inputs["top_activations"], inputs["sliding_segmentation"]
     runs = [{**row, "run_id": row["mlflow_run_id"],
-             "url": f"{ui_url}/#/experiments/{experiment_id}/runs/{row['mlflow_run_id']}"} for row in comparison["runs"]]
+             "url": f"{ui_url}/#/experiments/{experiment_id}/runs/{row['mlflow_run_id']}{UI_VIEW_QUERY}"} for row in comparison["runs"]]
     return {
         "parameter_counts": counts["layers"],
         "connectivity": counts["connectivity"],

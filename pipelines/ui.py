@@ -23,7 +23,7 @@ import time
 from urllib.parse import urlsplit
 
 from pipelines.resources.paths import ensure_dagster_home, files_url, storage_dir
-from pipelines.resources.tracking import MlflowTracking
+from pipelines.resources.tracking import UI_VIEW_QUERY, MlflowTracking
 from pipelines.server_profile import use_profile
 from pipelines.services import BIN, REPO, dagster_command, record_ui, serve_files, stop, ui_state_path
 
@@ -81,7 +81,8 @@ def main(argv=None) -> int:
             processes[name] = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
         record_ui(home, f"http://{args.host}:{args.dagster_port}")  # `make run` submits here while we run
         print(f"Dagster UI: http://{args.host}:{args.dagster_port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})\n"
-              f"MLflow UI:  {mlflow_url}  ({tracking.resolved_uri()})\n"
+              f"MLflow UI:  {mlflow_url}/#/experiments/{tracking.experiment_id()}/runs{UI_VIEW_QUERY}"
+              f"  ({tracking.resolved_uri()})\n"
               f"figures and reports: {env['CONVLAB_FILES_URL']}  ({storage_dir()})\n"
               "Ctrl-C stops both.", flush=True)
         while True:
