@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from assets.torchrun_training import train_data_parallel
 from conv_core import claims, plots
 from conv_core.counting import count_parameters
 from conv_core.data import load_test_split
@@ -54,10 +55,12 @@ class TrainSettings(dg.Config):
                                 "infimnist (tangent vectors and fields) or elastic (Simard)")
     precision: Precision = Field(default="auto", description="auto (bf16 autocast where the device has bf16 "
                                  "units, else fp32), bf16 or fp32")
+    processes: int = Field(default=1, ge=1, description="data-parallel processes: above 1 the step runs a torchrun "
+                           "job (gloo on CPU, one GPU per process with nccl); the global batch stays batch_size")
 
 
 def _train_config(settings: TrainSettings, experiment: Experiment, device: torch.device) -> TrainConfig:
-    hyperparameters = settings.model_dump(exclude={"infinite_mode", "precision"})
+    hyperparameters = settings.model_dump(exclude={"infinite_mode", "precision", "processes"})
     return TrainConfig(model=experiment.model, seed=experiment.seed, shift_augment=experiment.variant == "shifted",
                        device=device.type, bf16=PRECISIONS[settings.precision], **hyperparameters)
 
@@ -176,6 +179,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
     split_sizes = {"train": len(mnist["train_labels"]), "validation": len(mnist["validation_labels"]),
                    "test": len(mnist["test_labels"])}
     params = _mlflow_params(train_config, experiment, config, provenance, split_sizes, counts, device, version)
+    params["processes"] = config.processes
 
     with mlflow_tracking.training_run(experiment, context.run.run_id, params) as run:
         dataset = run.log_dataset(
@@ -187,10 +191,15 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         # A checkpoint is left only by an interrupted materialisation of this
         # exact version: continue it rather than start over.
         # Each epoch is watched on the validation digits; the test digits are measured once, after training.
-        result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["validation_images"],
-                       mnist["validation_labels"], on_epoch=run.epoch_logger(), checkpoint_path=checkpoint,
-                       resume=True, log=context.log.info,
-                       epoch_data=_epoch_data(experiment.variant, mnist, config.infinite_mode))
+        if config.processes > 1:
+            # The same training over torchrun ranks; its epochs reach MLflow from the history below.
+            result = train_data_parallel(context, config.processes, train_config, mnist, checkpoint,
+                                         config.infinite_mode if experiment.variant == "infinite" else None)
+        else:
+            result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["validation_images"],
+                           mnist["validation_labels"], on_epoch=run.epoch_logger(), checkpoint_path=checkpoint,
+                           resume=True, log=context.log.info,
+                           epoch_data=_epoch_data(experiment.variant, mnist, config.infinite_mode))
         run.log_history(result.history)
         test = evaluate(result.model, mnist["test_images"], mnist["test_labels"])
         accuracy, validation_accuracy = test.accuracy, result.history[-1].validation_accuracy
