@@ -1,5 +1,6 @@
 """[training] One trained model per experiment partition (model x data variant x seed), each an MLflow run."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +20,7 @@ from conv_core.datasets import DEFAULT_DATASET, MNIST, get_dataset
 from conv_core.models import build_model, model_normalization
 from conv_core.experiments import Experiment
 from conv_core.infinite import Mode
-from conv_core.train import PRECISIONS, Precision, TrainConfig, resolve_bf16, train
+from conv_core.train import MAX_BUDGET_EPOCHS, PRECISIONS, Precision, TrainConfig, planned_epochs, resolve_bf16, train
 from pipelines.resources.compute import Compute
 from pipelines.resources.figures import figure_paths, publish_figures
 from pipelines.resources.metadata import table_metadata
@@ -45,7 +46,11 @@ class TrainSettings(dg.Config):
     """Training hyperparameters (defaults: conv_core.train.TrainConfig). Model, data
     variant and seed come from the partition, the device from the compute resource."""
 
-    epochs: int = Field(default=TrainConfig.epochs, description="passes over the training digits")
+    epochs: int | None = Field(default=None, description="passes over the training images; unset: as many as "
+                               f"budget_images buys (budget / training images, 1 to {MAX_BUDGET_EPOCHS})")
+    budget_images: int = Field(default=TrainConfig.budget_images,
+                               description="images a training run sees when epochs is unset (chosen on the "
+                                           "validation split)")
     batch_size: int = Field(default=TrainConfig.batch_size, description="digits per optimiser step")
     lr: float = Field(default=TrainConfig.lr, description="peak learning rate of the one-cycle schedule (Adam)")
     weight_decay: float = Field(default=TrainConfig.weight_decay, description="Adam's L2 penalty")
@@ -59,10 +64,13 @@ class TrainSettings(dg.Config):
                            "job (gloo on CPU, one GPU per process with nccl); the global batch stays batch_size")
 
 
-def _train_config(settings: TrainSettings, experiment: Experiment, device: torch.device) -> TrainConfig:
+def _train_config(settings: TrainSettings, experiment: Experiment, device: torch.device,
+                  train_count: int | None = None) -> TrainConfig:
+    """The run's TrainConfig; with `train_count`, its epochs settled (the budget's, unless given)."""
     hyperparameters = settings.model_dump(exclude={"infinite_mode", "precision", "processes"})
-    return TrainConfig(model=experiment.model, seed=experiment.seed, shift_augment=experiment.variant == "shifted",
-                       device=device.type, bf16=PRECISIONS[settings.precision], **hyperparameters)
+    config = TrainConfig(model=experiment.model, seed=experiment.seed, shift_augment=experiment.variant == "shifted",
+                         device=device.type, bf16=PRECISIONS[settings.precision], **hyperparameters)
+    return config if train_count is None else replace(config, epochs=planned_epochs(config, train_count))
 
 
 def training_version(train_config: TrainConfig, infinite_mode: str | None, data_identity: str,
@@ -170,7 +178,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
                   mlflow_tracking: MlflowTracking, compute: Compute):
     experiment = experiment_of(context)
     device = compute.torch_device()
-    train_config = _train_config(config, experiment, device)
+    train_config = _train_config(config, experiment, device, len(mnist["train_labels"]))
     provenance = mnist["provenance"]
     version = training_version(train_config, config.infinite_mode if experiment.variant == "infinite" else None,
                                provenance["identity"], device)

@@ -10,10 +10,13 @@ history and calls an optional per-epoch callback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import platform
 import re
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -41,19 +44,34 @@ CHECKPOINT_FORMAT = 2  # 2: per-epoch validation (not test) metrics
 logger = logging.getLogger("conv_core.train")
 
 
+# Without an `epochs` override a training run sees about BUDGET_IMAGES images
+# (epochs = BUDGET_IMAGES / training images, rounded, 1 to MAX_BUDGET_EPOCHS),
+# so its cost stays put as the data grows, and a small split is not trained
+# for hundreds of epochs. Both numbers were chosen on the validation split
+# (`python -m conv_core.tuning --schedules ...`; the evidence is in the README).
+BUDGET_IMAGES = 270_000
+MAX_BUDGET_EPOCHS = 15
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run's result (the data aside).
 
-    `bf16` autocast: None means on wherever the device computes bf16 natively
-    (CUDA; a CPU with AVX-512 BF16 or AMX), off elsewhere: on an AVX2-only CPU
-    oneDNN emulates bf16 and it measured 4-10x slower than fp32, while on an
-    AVX-512 BF16 CPU it measured 1.4-1.5x faster for the seed CNN, with the
-    same accuracy. NHWC (`channels_last`) measured 1.5-2x faster on CPU too.
+    `epochs`: None means as many as `budget_images` buys (`planned_epochs`).
+
+    `channels_last` and `bf16` (autocast): None means measured. On CPU a short
+    start-up measurement on this machine times a few training steps of each
+    candidate (NHWC / NCHW, and bf16 where the CPU has bf16 units: AVX-512
+    BF16 or AMX) and keeps the fastest, cached per process and per machine
+    (`measured_layout`): NHWC measured 1.5-2x faster than NCHW for the seed
+    CNN here, bf16 1.4-1.9x faster than fp32 on an AVX-512 BF16 CPU, while
+    emulated bf16 (AVX2 only) measured 4-10x slower. CUDA: NHWC, and bf16
+    where the GPU has it.
     """
 
     model: str = "seed_cnn"
-    epochs: int = 30
+    epochs: int | None = None
+    budget_images: int = BUDGET_IMAGES
     # batch_size, lr and label_smoothing were chosen on the validation split
     # (`python -m conv_core.tuning`: the best mean validation accuracy of the
     # seed CNN and the MLP over 3 seeds; the table is in the README). The test
@@ -65,12 +83,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     shift_augment: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None
     bf16: bool | None = None
 
     def __post_init__(self):
         rules = [
-            ("epochs", isinstance(self.epochs, int) and self.epochs > 0, "a positive integer"),
+            ("epochs", self.epochs is None or (isinstance(self.epochs, int) and self.epochs > 0),
+             "a positive integer or None (the budget decides)"),
+            ("budget_images", isinstance(self.budget_images, int) and self.budget_images > 0, "a positive integer"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size > 0, "a positive integer"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "positive"),
             ("weight_decay", self.weight_decay >= 0 and math.isfinite(self.weight_decay), ">= 0"),
@@ -83,6 +103,40 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def planned_epochs(config: TrainConfig, n: int) -> int:
+    """config.epochs, or the epochs `config.budget_images` buys on `n` training images:
+    budget / n rounded, at least 1, at most MAX_BUDGET_EPOCHS."""
+    if config.epochs is not None:
+        return config.epochs
+    return max(1, min(MAX_BUDGET_EPOCHS, round(config.budget_images / n)))
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches only: the n % batch_size images a permutation leaves over sit that epoch out.
+
+    A different few each epoch (the permutation is fresh), so every image is
+    trained on, 1 - (n % batch_size) / n of the epochs on average; every step
+    has the same batch shape, so no step pays for new kernels or skews the
+    mean loss with a tiny batch. Fewer images than one batch: one batch of all.
+    """
+    return max(1, n // batch_size)
+
+
+def default_threads() -> int:
+    """torch threads per training process on CPU: CONVLAB_THREADS, else this process's CPUs
+    shared among the trainings that may run at once (CONVLAB_MAX_CONCURRENT_RUNS, default 4).
+
+    Small convolutions gain little from a second thread on an idle machine
+    (about 1.3x here) and lose 5-20x when a thread's CPU is busy with another
+    process: every parallel op waits for its slowest thread. Several
+    single-thread trainings side by side use the cores better.
+    """
+    if os.environ.get("CONVLAB_THREADS"):
+        return max(1, int(os.environ["CONVLAB_THREADS"]))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, int(os.environ.get("CONVLAB_MAX_CONCURRENT_RUNS") or 4)))
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -114,9 +168,128 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a training step computes: memory format and precision."""
+
+    channels_last: bool
+    bf16: bool
+
+    @property
+    def label(self) -> str:
+        return f"{'NHWC' if self.channels_last else 'NCHW'} {'bf16' if self.bf16 else 'fp32'}"
+
+
+def layout_candidates(config: "TrainConfig", device: torch.device) -> list[Layout]:
+    """The layouts config allows: its fixed fields fixed, None ones open (bf16 only where native)."""
+    formats = (True, False) if config.channels_last is None else (config.channels_last,)
+    precisions = ((True, False) if native_bf16(device) else (False,)) if config.bf16 is None else (config.bf16,)
+    return [Layout(channels_last, bf16) for bf16 in precisions for channels_last in formats]
+
+
+def step_seconds(model_name: str, layout: Layout, batch_size: int, device: torch.device, steps: int = 8) -> float:
+    """Median seconds of one training step (forward, backward, Adam) on random images of one batch."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(model_name).to(device)
+        memory_format = torch.channels_last if layout.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        forward = pool_before_relu(model)
+        optimizer = torch.optim.Adam(model.parameters(), fused=device.type in ("cpu", "cuda"))
+        size = model.input_size
+        x = torch.rand(batch_size, 1, size, size, device=device).contiguous(memory_format=memory_format)
+        y = torch.randint(0, 10, (batch_size,), device=device)
+        times = []
+        for step in range(steps + 3):  # the first steps set up kernels
+            started = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=layout.bf16):
+                logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step >= 3:
+                times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def pick_fastest(candidates: list, seconds_of: Callable) -> tuple:
+    """(the candidate with the fewest seconds, {candidate: seconds}); ties: the first."""
+    timings = {candidate: seconds_of(candidate) for candidate in candidates}
+    return min(timings, key=timings.get), timings
+
+
+def layout_cache_path() -> Path:
+    """$CONVLAB_HOME/cache/train_layout.json, else ~/.cache/convlab/train_layout.json."""
+    home = os.environ.get("CONVLAB_HOME")
+    base = Path(home) / "cache" if home else Path.home() / ".cache" / "convlab"
+    return base / "train_layout.json"
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+_measured_layouts: dict[tuple[str, str], Layout] = {}  # (cache file, key) -> choice, for this process
+
+
+def measured_layout(model_name: str, batch_size: int, device: torch.device, candidates: list[Layout], *,
+                    seconds_of: Callable[[Layout], float] | None = None, path: Path | None = None) -> Layout:
+    """The fastest of `candidates` for this model and batch on this machine, measured once.
+
+    Remembered for the process and in a small JSON file (`layout_cache_path`)
+    keyed by the CPU, its count, torch's version, model, batch size and the
+    candidates, with every candidate's measured milliseconds per step, so the
+    same machine keeps the same choice (and so the same arithmetic) across runs.
+    """
+    if len(candidates) == 1:
+        return candidates[0]
+    path = path or layout_cache_path()
+    machine = _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    key = (f"{machine} | {os.cpu_count()} cpus | torch {torch.__version__} | {model_name} | batch {batch_size} | "
+           + ", ".join(c.label for c in candidates))
+    if (str(path), key) in _measured_layouts:
+        return _measured_layouts[str(path), key]
+    cache = {}
+    with contextlib.suppress(OSError, ValueError):
+        cache = json.loads(path.read_text())
+    if key in cache and cache[key].get("choice") in [c.label for c in candidates]:
+        choice = next(c for c in candidates if c.label == cache[key]["choice"])
+    else:
+        threads = default_threads() if device.type == "cpu" else None
+        with _thread_count(threads):  # measured at the thread count training uses by default
+            seconds_of = seconds_of or (lambda layout: step_seconds(model_name, layout, batch_size, device))
+            choice, timings = pick_fastest(candidates, seconds_of)
+        cache[key] = {"choice": choice.label, "ms_per_step": {c.label: round(t * 1e3, 3) for c, t in timings.items()},
+                      "threads": threads, "load_average": round(os.getloadavg()[0], 2),
+                      "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with contextlib.suppress(OSError):  # a read-only home still trains, measuring once per process
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(cache, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+    _measured_layouts[str(path), key] = choice
+    return choice
+
+
+def resolve_layout(config: "TrainConfig", device: torch.device) -> Layout:
+    """config's memory format and precision, the None ones chosen: measured on CPU
+    (`measured_layout`); NHWC and native bf16 on CUDA."""
+    if device.type != "cpu":
+        return Layout(config.channels_last if config.channels_last is not None else True,
+                      config.bf16 if config.bf16 is not None else native_bf16(device))
+    return measured_layout(config.model, config.batch_size, device, layout_candidates(config, device))
+
+
 def resolve_bf16(config: "TrainConfig", device: torch.device) -> bool:
-    """config.bf16, or for None (auto) whether the device computes bf16 natively."""
-    return config.bf16 if config.bf16 is not None else native_bf16(device)
+    """Whether training with `config` on `device` runs in bf16 autocast (see resolve_layout)."""
+    return resolve_layout(config, device).bf16
 
 
 @dataclass
@@ -312,6 +485,17 @@ def _thread_count(threads: int | None):
             torch.set_num_threads(before)
 
 
+def _agreed_layout(config: TrainConfig, device: torch.device, world: "Sharding | None") -> Layout:
+    """resolve_layout; data-parallel, rank 0's choice for every rank (timings differ between processes)."""
+    if world is None:
+        return resolve_layout(config, device)
+    candidates = layout_candidates(config, device)
+    vote = torch.zeros(len(candidates), device=device)
+    if world.rank == 0:
+        vote[candidates.index(resolve_layout(config, device))] = 1
+    return candidates[int(world.sum(vote).argmax())]
+
+
 def _as_device_tensor(array, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(array).to(device=device, dtype=dtype).contiguous()
 
@@ -356,10 +540,13 @@ def train(
     labels in place of `train_images` (same count each epoch; the schedule
     is fixed up front): fresh deformed digits every epoch, for example.
 
+    Each epoch trains on full batches only (`steps_per_epoch`); the run lasts
+    `planned_epochs(config, n)` epochs.
+
     `threads` sets torch's CPU thread count for this call only (bitwise
-    reproducibility assumes the same count). On a CPU shared with other busy
-    processes 1 thread measured 4-7x faster than 2 here: every parallel op
-    waits for its slowest thread.
+    reproducibility assumes the same count); None: `default_threads()`. On a
+    CPU shared with other busy processes 1 thread measured 5-20x faster than
+    2 here: every parallel op waits for its slowest thread.
 
     `world` (conv_core.distributed.setup() under torchrun) trains data-parallel:
     each rank takes its slice of every global batch and DDP averages the
@@ -370,8 +557,8 @@ def train(
     if not rank0:
         log, on_epoch = (lambda message: None), None  # one voice, one tracker run: rank 0's
     device = resolve_device(config.device)
-    channels_last = config.channels_last
-    use_bf16 = resolve_bf16(config, device)
+    if threads is None and device.type == "cpu":
+        threads = default_threads()
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if len(train_images) != len(train_labels):
         raise ValueError(f"{len(train_images)} training images but {len(train_labels)} labels")
@@ -392,13 +579,18 @@ def train(
         validation_images = _as_device_tensor(validation_images, torch.uint8, device)
         validation_labels = torch.as_tensor(validation_labels).long()
     n = len(images)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    epochs, steps = planned_epochs(config, n), steps_per_epoch(n, config.batch_size)
+    batch_size = min(config.batch_size, n)
+    trained_per_epoch = steps * batch_size
 
     cuda_devices = []
     if device.type == "cuda":
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     # fork_rng: seeding for init and dropout must not leak into the caller's global RNG.
     with torch.random.fork_rng(devices=cuda_devices), _deterministic(device), _thread_count(threads):
+        layout = _agreed_layout(config, device, world)
+        channels_last, use_bf16 = layout.channels_last, layout.bf16
+
         def fresh_start():
             """Model, optimizer, schedule and data generator as a run without checkpoint starts them."""
             torch.manual_seed(config.seed)
@@ -409,7 +601,7 @@ def train(
             optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                          fused=device.type in ("cpu", "cuda"))
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+                optimizer, max_lr=config.lr, total_steps=epochs * steps)
             generator = torch.Generator(device=device)
             generator.manual_seed(config.seed)
             return model, optimizer, scheduler, generator
@@ -452,9 +644,10 @@ def train(
 
         threads_note = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
         log(f"training {config.model} on {n:,} images, {device} ({'bf16 autocast' if use_bf16 else 'fp32'}, "
-            f"{'NHWC' if channels_last else 'NCHW'}{threads_note}), epochs {start_epoch + 1}-{config.epochs}")
+            f"{'NHWC' if channels_last else 'NCHW'}{threads_note}), epochs {start_epoch + 1}-{epochs}"
+            + ("" if config.epochs else f" (budget {config.budget_images:,} images)"))
         run_started = time.perf_counter()
-        for epoch in range(start_epoch + 1, config.epochs + 1):
+        for epoch in range(start_epoch + 1, epochs + 1):
             epoch_started = time.perf_counter()
             if epoch_data is not None:
                 images, labels = _epoch_split(epoch_data, epoch, n, device)
@@ -463,8 +656,8 @@ def train(
             model.train()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
-            order = torch.randperm(n, device=device, generator=generator)
-            for step, batch_index in enumerate(order.split(config.batch_size), start=1):
+            order = torch.randperm(n, device=device, generator=generator)[:trained_per_epoch]
+            for step, batch_index in enumerate(order.split(batch_size), start=1):
                 x = images[batch_index]
                 if config.shift_augment:
                     x = shift_batch(x, generator)
@@ -496,7 +689,7 @@ def train(
                 correct += (logits.argmax(dim=1) == y).sum()
             if world is not None:  # every rank saw its slices only; the epoch's numbers are the group's
                 loss_sum, correct = world.sum(loss_sum), world.sum(correct)
-            train_loss, train_accuracy = loss_sum.item() / n, correct.item() / n
+            train_loss, train_accuracy = loss_sum.item() / trained_per_epoch, correct.item() / trained_per_epoch
             train_seconds = time.perf_counter() - epoch_started
 
             validation_loss = validation_accuracy = None
@@ -507,7 +700,7 @@ def train(
                 epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
                 validation_loss=validation_loss, validation_accuracy=validation_accuracy,
                 seconds=time.perf_counter() - epoch_started,
-                images_per_second=n / train_seconds, lr=lr)
+                images_per_second=trained_per_epoch / train_seconds, lr=lr)
             history.append(stats)
 
             if checkpoint_path is not None and rank0:
@@ -526,7 +719,7 @@ def train(
                 }, checkpoint_path)
             if checkpoint_path is not None and world is not None:
                 world.barrier()  # no rank runs ahead of a checkpoint that is not yet on disk
-            log(_describe(stats, config.epochs))
+            log(_describe(stats, epochs))
             if on_epoch is not None:
                 on_epoch(stats, model)
 

@@ -16,7 +16,8 @@ import itertools
 import time
 from dataclasses import dataclass, replace
 
-from conv_core.data import VALIDATION_FRACTION, MnistConfig, load_mnist, validation_split
+from conv_core.data import VALIDATION_FRACTION, MnistConfig, load_mnist, random_subset, validation_split
+from conv_core.datasets import DATASET_NAMES
 from conv_core.evaluate import evaluate
 from conv_core.train import TrainConfig, train
 
@@ -80,18 +81,31 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="fixed epochs for every trial (default: TrainConfig's budget)")
+    parser.add_argument("--schedules", nargs="+", type=int, default=None, metavar="EPOCHS",
+                        help="compare training lengths instead of the grid: one candidate per epoch count, "
+                             "the other settings at their defaults")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default="mnist")
+    parser.add_argument("--source", default=None, help="data source (default: the offline sample for MNIST, "
+                                                       "else auto)")
+    parser.add_argument("--train-limit", type=int, default=None, help="a seeded subset of the training images")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per training (default 1: see TrainConfig on shared CPUs)")
     args = parser.parse_args(argv)
 
-    splits = load_mnist(MnistConfig(source="sample"))
+    source = args.source or ("sample" if args.dataset == "mnist" else "auto")
+    splits = load_mnist(MnistConfig(dataset=args.dataset, source=source))
+    images, labels = random_subset(splits.train_images, splits.train_labels, args.train_limit)
+    splits = replace(splits, train_images=images, train_labels=labels)
     kept, held = validation_split(splits.train_labels, VALIDATION_FRACTION, seed=0)
     train_split = (splits.train_images[kept], splits.train_labels[kept])
     validation = (splits.train_images[held], splits.train_labels[held])
     print(f"{len(kept):,} training and {len(held):,} validation digits "
           f"({splits.provenance['description'].split(';')[0]}); the test digits are not used")
+    grid = {"epochs": tuple(args.schedules)} if args.schedules else GRID
     trials = []
-    for settings in candidates(GRID):
+    for settings in candidates(grid):
         for model, seed in itertools.product(args.models, args.seeds):
             base = TrainConfig(model=model, seed=seed, epochs=args.epochs, device="cpu")
             trial = run_trial(base, settings, train_split, validation, args.threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -17,12 +18,19 @@ import pytest
 import torch
 
 from conv_core.train import (
+    MAX_BUDGET_EPOCHS,
     EpochStats,
+    Layout,
     NonFiniteLossError,
     TrainConfig,
+    layout_candidates,
     load_checkpoint,
+    measured_layout,
     native_bf16,
+    pick_fastest,
+    planned_epochs,
     resolve_device,
+    steps_per_epoch,
     train,
 )
 
@@ -55,7 +63,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("field, value", [
     ("lr", -0.01), ("lr", 0.0), ("batch_size", 0), ("epochs", 0),
-    ("weight_decay", -1e-4), ("label_smoothing", 1.0), ("device", "tpu"),
+    ("weight_decay", -1e-4), ("label_smoothing", 1.0), ("device", "tpu"), ("budget_images", 0),
 ])
 def test_invalid_settings_raise_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -70,6 +78,81 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
             resolve_device("cuda")
+
+
+# --- budget, batches, layout
+
+def test_the_budget_buys_epochs_in_proportion_to_the_data_within_bounds():
+    config = TrainConfig(budget_images=270_000)
+    assert planned_epochs(config, 54_000) == 5
+    assert planned_epochs(config, 60_000) == 4  # 4.5 rounds to even
+    assert planned_epochs(config, 1_000_000) == 1  # at least one pass
+    assert planned_epochs(config, 3_600) == MAX_BUDGET_EPOCHS  # a small split is not trained for 75 epochs
+    assert planned_epochs(TrainConfig(epochs=30), 54_000) == 30  # an explicit epochs wins
+
+
+def test_an_epoch_is_full_batches_only(digits):
+    assert steps_per_epoch(4000, 128) == 31  # 3,968 images; 32 sit the epoch out
+    assert steps_per_epoch(4096, 128) == 32
+    assert steps_per_epoch(100, 128) == 1  # fewer than a batch: one batch of all
+
+    images, labels = digits
+    sizes = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            sizes.append(len(x))
+            return x
+
+    from conv_core import train as train_module
+    original = train_module.pool_before_relu
+    train_module.pool_before_relu = lambda model: torch.nn.Sequential(Recorder(), original(model))
+    try:
+        result = train(quiet(epochs=2, channels_last=True, bf16=False), images[:200], labels[:200],
+                       log=lambda line: None, threads=1)  # layout fixed: no start-up measurement
+    finally:
+        train_module.pool_before_relu = original
+    assert sizes == [64] * 6  # 3 full batches per epoch, 8 images left over each time
+    assert all(stats.train_accuracy * 192 == pytest.approx(round(stats.train_accuracy * 192))
+               for stats in result.history)  # counted over the 192 images trained on
+
+
+def test_layout_candidates_keep_what_the_config_fixes():
+    cpu = torch.device("cpu")
+    assert layout_candidates(TrainConfig(channels_last=True, bf16=False), cpu) == [Layout(True, False)]
+    open_format = layout_candidates(TrainConfig(bf16=False), cpu)
+    assert open_format == [Layout(True, False), Layout(False, False)]
+    both = layout_candidates(TrainConfig(), cpu)
+    assert len(both) == (4 if native_bf16(cpu) else 2)
+
+
+def test_the_start_up_measurement_picks_the_faster_and_caches_it(tmp_path):
+    nhwc, nchw = Layout(True, False), Layout(False, False)
+    assert pick_fastest([nhwc, nchw], {nhwc: 0.02, nchw: 0.01}.get) == (nchw, {nhwc: 0.02, nchw: 0.01})
+    assert pick_fastest([nhwc, nchw], {nhwc: 0.01, nchw: 0.01}.get)[0] == nhwc  # a tie keeps the first
+
+    measured = []
+
+    def seconds_of(layout):
+        measured.append(layout)
+        return {nhwc: 0.03, nchw: 0.01}[layout]
+
+    cache = tmp_path / "layout.json"
+    cpu = torch.device("cpu")
+    assert measured_layout("mlp", 32, cpu, [nhwc, nchw], seconds_of=seconds_of, path=cache) == nchw
+    assert measured == [nhwc, nchw]
+    assert measured_layout("mlp", 32, cpu, [nhwc, nchw], seconds_of=seconds_of, path=cache) == nchw
+    assert len(measured) == 2  # this process remembers it
+
+    entry, = json.loads(cache.read_text()).values()
+    assert entry["choice"] == "NCHW fp32" and entry["ms_per_step"] == {"NHWC fp32": 30.0, "NCHW fp32": 10.0}
+    from conv_core import train as train_module
+    train_module._measured_layouts.clear()  # a new process on the same machine reads the file
+    assert measured_layout("mlp", 32, cpu, [nhwc, nchw], seconds_of=seconds_of, path=cache) == nchw
+    assert len(measured) == 2
+    # another batch size is another measurement, kept beside the first
+    measured_layout("mlp", 64, cpu, [nhwc, nchw], seconds_of=seconds_of, path=cache)
+    assert len(measured) == 4 and len(json.loads(cache.read_text())) == 2
 
 
 # --- training
@@ -93,7 +176,7 @@ def test_history_callback_and_learning(digits):
     assert result.history[-1].validation_accuracy > 0.5  # chance is 0.1
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert result.device == "cpu" and result.seconds > 0
-    assert result.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    assert result.precision in (("bf16", "fp32") if native_bf16(torch.device("cpu")) else ("fp32",))
     assert result.precision in lines[0]
     assert not result.model.training
     assert all(p.device.type == "cpu" for p in result.model.parameters())
