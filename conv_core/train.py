@@ -235,7 +235,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-_measured_layouts: dict[tuple[str, str], Layout] = {}  # (cache file, key) -> choice, for this process
+_measured_layouts: dict[tuple[str, str], tuple[Layout, float]] = {}  # (cache file, key) -> (choice, s/step)
 
 
 def measured_layout(model_name: str, batch_size: int, device: torch.device, candidates: list[Layout], *,
@@ -247,8 +247,13 @@ def measured_layout(model_name: str, batch_size: int, device: torch.device, cand
     candidates, with every candidate's measured milliseconds per step, so the
     same machine keeps the same choice (and so the same arithmetic) across runs.
     """
+    return _measure_layout(model_name, batch_size, device, candidates, seconds_of, path)[0]
+
+
+def _measure_layout(model_name, batch_size, device, candidates, seconds_of=None, path=None) -> tuple[Layout, float]:
+    """measured_layout's (choice, its seconds per step); one candidate: None seconds, nothing measured."""
     if len(candidates) == 1:
-        return candidates[0]
+        return candidates[0], None
     path = path or layout_cache_path()
     machine = _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
     key = (f"{machine} | {os.cpu_count()} cpus | torch {torch.__version__} | {model_name} | batch {batch_size} | "
@@ -260,11 +265,13 @@ def measured_layout(model_name: str, batch_size: int, device: torch.device, cand
         cache = json.loads(path.read_text())
     if key in cache and cache[key].get("choice") in [c.label for c in candidates]:
         choice = next(c for c in candidates if c.label == cache[key]["choice"])
+        seconds = cache[key]["ms_per_step"][choice.label] / 1e3
     else:
         threads = default_threads() if device.type == "cpu" else None
         with _thread_count(threads):  # measured at the thread count training uses by default
             seconds_of = seconds_of or (lambda layout: step_seconds(model_name, layout, batch_size, device))
             choice, timings = pick_fastest(candidates, seconds_of)
+        seconds = timings[choice]
         cache[key] = {"choice": choice.label, "ms_per_step": {c.label: round(t * 1e3, 3) for c, t in timings.items()},
                       "threads": threads, "load_average": round(os.getloadavg()[0], 2),
                       "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -274,8 +281,8 @@ def measured_layout(model_name: str, batch_size: int, device: torch.device, cand
             with os.fdopen(fd, "w") as f:
                 json.dump(cache, f, indent=1, sort_keys=True)
             os.replace(tmp, path)
-    _measured_layouts[str(path), key] = choice
-    return choice
+    _measured_layouts[str(path), key] = choice, seconds
+    return choice, seconds
 
 
 def resolve_layout(config: "TrainConfig", device: torch.device) -> Layout:
@@ -285,6 +292,35 @@ def resolve_layout(config: "TrainConfig", device: torch.device) -> Layout:
         return Layout(config.channels_last if config.channels_last is not None else True,
                       config.bf16 if config.bf16 is not None else native_bf16(device))
     return measured_layout(config.model, config.batch_size, device, layout_candidates(config, device))
+
+
+def training_step_seconds(config: "TrainConfig", device: torch.device) -> float:
+    """Seconds per training step of `config` on this machine, as the start-up measurement found
+    (measuring now if it has not run); for estimates of a run's length."""
+    candidates = layout_candidates(config, device) if device.type == "cpu" else [resolve_layout(config, device)]
+    choice, seconds = _measure_layout(config.model, config.batch_size, device, candidates)
+    if seconds is None:
+        with _thread_count(default_threads() if device.type == "cpu" else None):
+            seconds = step_seconds(config.model, choice, config.batch_size, device)
+    return seconds
+
+
+def trainings_at_once(device: torch.device) -> int:
+    """How many trainings share this machine at once under the lab's run queue: one per GPU on CUDA;
+    on CPU the queue's limit (CONVLAB_MAX_CONCURRENT_RUNS, default 4), at most CPUs / threads each."""
+    if device.type == "cuda":
+        return torch.cuda.device_count()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    queue = int(os.environ.get("CONVLAB_MAX_CONCURRENT_RUNS") or 4)
+    return max(1, min(queue, cpus // default_threads()))
+
+
+def estimate_training_seconds(configs: list["TrainConfig"], train_images: int, device: torch.device) -> float:
+    """Wall seconds the trainings of `configs` on `train_images` images each take here: planned steps times
+    the measured seconds per step, shared among `trainings_at_once` (evaluation and set-up not counted)."""
+    busy = sum(planned_epochs(config, train_images) * steps_per_epoch(train_images, config.batch_size)
+               * training_step_seconds(config, device) for config in configs)
+    return busy / min(len(configs), trainings_at_once(device)) if configs else 0.0
 
 
 def resolve_bf16(config: "TrainConfig", device: torch.device) -> bool:

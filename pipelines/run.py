@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--heldout-idx-dir", default=None,
                         help="also evaluate every model on the t10k-* files of this IDX folder")
     parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    parser.add_argument("--budget", type=int, default=None, metavar="IMAGES",
+                        help="images each training run sees when --epochs is not given (default: TrainConfig's)")
     parser.add_argument("--batch-size", type=int, default=None, help="override the training batch size")
     parser.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
@@ -100,11 +102,35 @@ def run_config(args: argparse.Namespace) -> dict:
     """The launchpad config the backfill's runs get (only what was asked; the rest keeps its defaults)."""
     mnist = {"dataset": args.dataset, "source": args.source, "idx_dir": args.idx_dir, "train_limit": args.train_limit,
              "test_limit": args.test_limit}
-    training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision}
+    training = {"epochs": args.epochs, "budget_images": args.budget, "batch_size": args.batch_size, "lr": args.lr,
+                "precision": args.precision}
     ops = {"mnist": {k: v for k, v in mnist.items() if v is not None},
            "trained_model": {k: v for k, v in training.items() if v is not None},
            "model_evaluation": {"heldout_idx_dir": args.heldout_idx_dir} if args.heldout_idx_dir else {}}
     return {"ops": {name: {"config": config} for name, config in ops.items() if config}}
+
+
+def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> str:
+    """`estimated training: ...`: the budget's (or --epochs') steps of every run times this machine's measured
+    seconds per step, the runs sharing it as the run queue lets them; the data's size assumed from the options."""
+    from conv_core.data import VALIDATION_FRACTION
+    from conv_core.train import (PRECISIONS, TrainConfig, estimate_training_seconds, planned_epochs,
+                                 resolve_device, trainings_at_once)
+
+    full_mnist_here = any((convlab_home() / "data" / "MNIST" / "raw").glob("train-images*"))
+    sample = args.source == "sample" or (args.dataset in (None, "mnist") and args.source in (None, "auto")
+                                         and not args.idx_dir and not full_mnist_here)
+    available = 4_000 if sample else 60_000
+    images = round(min(available, args.train_limit or available) * (1 - VALIDATION_FRACTION))
+    device = resolve_device("auto")
+    settings = {k: v for k, v in {"epochs": args.epochs, "budget_images": args.budget, "batch_size": args.batch_size,
+                                  "bf16": PRECISIONS[args.precision or "auto"]}.items() if v is not None}
+    configs = [TrainConfig(model=e.model, device=device.type, **settings) for e in chosen]
+    seconds = estimate_training_seconds(configs, images, device)
+    epochs = planned_epochs(configs[0], images)
+    return (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs of {images:,} "
+            f"{'sample ' if sample else ''}images, {trainings_at_once(device)} at once, at the steps/s measured "
+            f"on this {device.type}; Dagster's scheduling and the analyses come on top)")
 
 
 def asset_names() -> list[str]:
@@ -405,6 +431,7 @@ def run(argv=None) -> None:
         print(f"recovered: stopped the Dagster (process group {group}) of a make run that is gone", flush=True)
     recover(MlflowTracking())
     print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
+    print(training_estimate(args, chosen), flush=True)
     api = running_ui(home)
     if api is not None:
         print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
