@@ -49,7 +49,7 @@ logger = logging.getLogger("conv_core.train")
 # so its cost stays put as the data grows, and a small split is not trained
 # for hundreds of epochs. Both numbers were chosen on the validation split
 # (`python -m conv_core.tuning --schedules ...`; the evidence is in the README).
-BUDGET_IMAGES = 270_000
+BUDGET_IMAGES = 432_000
 MAX_BUDGET_EPOCHS = 15
 
 
