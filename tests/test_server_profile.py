@@ -30,9 +30,11 @@ RUNS_AT_ONCE = str(len(PARALLEL_EXPERIMENTS))
 DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 # What Dagster or MLflow says when concurrent writers or a schema made twice trip it.
 STORE_COMPLAINTS = ("database is locked", "UniqueViolation", "DuplicateTable", "RESOURCE_ALREADY_EXISTS")
-# PostgreSQL's own log: not "duplicate key value", which it logs for every insert Dagster makes
-# expecting a conflict it then handles (tags, daemon heartbeats, instigator state).
-POSTGRES_COMPLAINTS = ("deadlock detected", "FATAL", "PANIC", "already exists")
+# PostgreSQL's own log: not "duplicate key value" (nor its "Key (...) already exists" detail),
+# which it logs for every insert Dagster or MLflow makes expecting a conflict it then handles
+# (tags, daemon heartbeats, a metric re-logged for the logged model). A migration race shows as
+# a relation or type created twice.
+POSTGRES_COMPLAINTS = ("deadlock detected", "FATAL", "PANIC", "ERROR:  relation", "ERROR:  type")
 # Generous: six torch processes on a small shared machine take minutes; an idle 2-core one, about two.
 RUN_TIMEOUT_SECONDS = 900
 
