@@ -3,20 +3,29 @@ PyTorch's examples/mnist (PIL image per sample -> ToTensor -> Normalize ->
 DataLoader, batch 64, Adadelta), same model, same images, in one run.
 
     python benchmarks/train_throughput.py [--models seed_cnn mlp] [--epochs-images 60000]
-        [--batch-size 256] [--device auto] [--variants default|all] [--repeats 2]
+        [--batch-size 128] [--device auto] [--variants default|all] [--repeats 3]
 
 One "epoch" is --epochs-images digits: the offline sample's 5,000 repeated.
-Every loop runs --repeats epochs and keeps its fastest (the first pays for
-oneDNN's kernel set-up; a shared machine disturbs some), the baseline alike.
-`--variants all` also times each of fp32 / bf16 autocast x NHWC / NCHW.
-The fraction of peak is given against the nominal peak (--peak-gflops) and
-against a large fp32 matrix product measured in the same run.
+Each repeat times every loop once, in turn, and a fp32 matrix product beside
+them; ratios are taken within a repeat (so a shared machine's load swings
+hit both sides) and the medians over repeats are printed, with the load
+average. The examples/mnist loop runs as that script does (torch's default
+threads) and with one thread; its faster one is the baseline. convlab runs as
+training does by default: `default_threads()`, the memory format and precision
+of the start-up measurement (`measured_layout`), full batches only.
+`--variants all` also times each layout, both thread counts and batch 512.
+Accuracy is not measured here: the defaults' validation accuracy is the
+README's tuning table, time to a test accuracy is benchmarks/time_to_accuracy.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import statistics
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +35,7 @@ from torchvision import transforms
 
 from conv_core.data import MNIST_MEAN, MNIST_STD
 from conv_core.models import build_model
-from conv_core.train import TrainConfig, resolve_bf16, resolve_device, train
+from conv_core.train import TrainConfig, default_threads, layout_candidates, resolve_device, resolve_layout, train
 
 # Training FLOPs per 60,000-image epoch, forward and backward, estimated from the
 # forward multiply-adds per image (seed CNN 889,840 = 28*28*225 + 14*14*3600 + 7840;
@@ -70,10 +79,6 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def fastest(run, repeats: int) -> Clock:
-    return min((run() for _ in range(repeats)), key=lambda clock: clock.wall)
-
-
 def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
     """Best GFLOP/s of a size x size matrix product: what this machine's kernels reach at best."""
     a = torch.randn(size, size, device=device).to(dtype)
@@ -88,6 +93,16 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, se
         sync()
         best = max(best, 2 * size**3 / (time.perf_counter() - tick) / 1e9)
     return best
+
+
+@contextlib.contextmanager
+def threads(count: int | None):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def examples_mnist_epoch(name: str, images, labels, device: torch.device) -> Clock:
@@ -118,11 +133,47 @@ def examples_mnist_epoch(name: str, images, labels, device: torch.device) -> Clo
     return clock
 
 
-def convlab_epoch(config: TrainConfig, images, labels) -> Clock:
+def convlab_epoch(config: TrainConfig, images, labels, thread_count: int | None) -> Clock:
     """One epoch of conv_core.train, set-up (model, moving the data to the device) included."""
     with Clock() as clock:
-        train(config, images, labels, log=lambda line: None)
+        train(config, images, labels, log=lambda line: None, threads=thread_count)
     return clock
+
+
+def loops(name: str, args, device: torch.device, images, labels) -> dict:
+    """label -> a function timing one epoch of that loop."""
+    cpu = device.type == "cpu"
+    default_count = default_threads() if cpu else None
+    all_threads = torch.get_num_threads()
+    base = TrainConfig(model=name, device=str(device), epochs=1, batch_size=args.batch_size)
+    chosen = resolve_layout(base, device)
+    described = lambda layout, bs, count: (f"convlab (bs {bs}, {layout.label}"  # noqa: E731
+                                           + (f", {count} thr)" if cpu else ")"))
+    timed = {
+        f"examples/mnist ({all_threads} thr, as the script runs)":
+            lambda: _with_threads(all_threads, lambda: examples_mnist_epoch(name, images, labels, device)),
+    }
+    if cpu and all_threads != 1:
+        timed["examples/mnist (1 thr)"] = lambda: _with_threads(1, lambda: examples_mnist_epoch(name, images,
+                                                                                                   labels, device))
+    timed["DEFAULT " + described(chosen, base.batch_size, default_count)] = \
+        lambda: convlab_epoch(base, images, labels, default_count)
+    if args.variants == "all":
+        for layout in layout_candidates(TrainConfig(model=name), device):
+            fixed = replace(base, channels_last=layout.channels_last, bf16=layout.bf16)
+            for count in sorted({default_count, all_threads} if cpu else {None}, key=lambda c: c or 0):
+                if (layout, count) != (chosen, default_count):
+                    timed[described(layout, base.batch_size, count)] = \
+                        lambda fixed=fixed, count=count: convlab_epoch(fixed, images, labels, count)
+        wide = replace(base, batch_size=512)
+        timed[described(resolve_layout(wide, device), 512, default_count)] = \
+            lambda: convlab_epoch(wide, images, labels, default_count)
+    return timed
+
+
+def _with_threads(count, run):
+    with threads(count):
+        return run()
 
 
 def main() -> None:
@@ -132,57 +183,47 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", choices=["default", "all"], default="default",
-                        help="'all' also times channels_last off and bf16 autocast on")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for this run (default: torch's own choice)")
-    parser.add_argument("--peak-gflops", type=float, default=232.0,
-                        help="nominal fp32 peak of the machine in GFLOP/s (default: a 2-vCPU AVX-512 machine's)")
-    parser.add_argument("--repeats", type=int, default=2, help="epochs per loop; the fastest counts")
+                        help="'all' also times every layout, both thread counts and batch 512")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every loop; medians are printed")
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     images, labels = sample_epoch(args.epochs_images)
-    fp32_peak = matmul_gflops(device, torch.float32)
-    bf16_peak = matmul_gflops(device, torch.bfloat16)
-    print(f"{args.epochs_images:,} images per epoch on {device} ({torch.get_num_threads()} threads), "
-          f"fastest of {args.repeats} epochs per loop")
-    print(f"peak: nominal {args.peak_gflops:.0f} GFLOP/s; a 2048x2048 matrix product measures "
-          f"{fp32_peak:.0f} GFLOP/s in fp32 and {bf16_peak:.0f} in bf16 now")
+    load_before = os.getloadavg()[0]
+    print(f"{args.epochs_images:,} images per epoch on {device} ({os.cpu_count()} CPUs, torch default "
+          f"{torch.get_num_threads()} threads, training default {default_threads()}), {args.repeats} repeats; "
+          f"load average {load_before:.1f}", flush=True)
 
-    defaults = TrainConfig(device=str(device), epochs=1, batch_size=args.batch_size)
-    variants = {"default": defaults}
-    if args.variants == "all":
-        for bf16 in (False, True):
-            for channels_last in (True, False):
-                label = f"{'bf16' if bf16 else 'fp32'}, {'NHWC' if channels_last else 'NCHW'}"
-                variants[label] = TrainConfig(**{**defaults.as_dict(), "bf16": bf16, "channels_last": channels_last})
-        # the default's twin is not timed twice
-        default_label = (f"{'bf16' if resolve_bf16(defaults, device) else 'fp32'}, "
-                         f"{'NHWC' if defaults.channels_last else 'NCHW'}")
-        variants.pop(default_label, None)
-
-    print(f"\n{'model':<9} {'loop':<52} {'images/s':>10} {'epoch s':>8} {'% nominal':>9} {'% matmul':>8} "
-          f"{'speed-up':>8} {'CPU/wall':>8}")
     for name in args.models:
         tflop = TFLOP_PER_EPOCH.get(name, float("nan")) * args.epochs_images / 60_000
-        baseline = fastest(lambda: examples_mnist_epoch(name, images, labels, device), args.repeats)
-        rows = [("examples/mnist (PIL, DataLoader, bs 64, Adadelta)", baseline)]
-        for label, config in variants.items():
-            config = TrainConfig(**{**config.as_dict(), "model": name})
-            bf16 = resolve_bf16(config, device)
-            description = (f"convlab {'default' if label == 'default' else 'with'} (bs {config.batch_size}, "
-                           f"{'NHWC' if config.channels_last else 'NCHW'}, {'bf16 autocast' if bf16 else 'fp32'})")
-            rows.append((description, fastest(lambda: convlab_epoch(config, images, labels), args.repeats)))
-        for description, clock in rows:
-            flops = tflop * 1e12 / clock.wall
-            print(f"{name:<9} {description:<52} {args.epochs_images / clock.wall:>10,.0f} {clock.wall:>8.2f} "
-                  f"{flops / (args.peak_gflops * 1e9):>9.1%} {flops / (fp32_peak * 1e9):>8.1%} "
-                  f"{baseline.wall / clock.wall:>7.2f}x {clock.cpu / clock.wall:>8.2f}", flush=True)
-    print("\n% nominal / % matmul: the epoch's training FLOPs (TFLOP_PER_EPOCH) per second, against the\n"
-          "nominal fp32 peak and against the fp32 matrix product measured above (bf16 rows too: the\n"
-          "floor is counted in fp32 FLOPs). speed-up: against the examples/mnist loop of this run.")
+        timed = loops(name, args, device, images, labels)
+        seconds = {label: [] for label in timed}
+        matmul = {"all": [], "one": []}
+        for _ in range(args.repeats):
+            matmul["all"].append(matmul_gflops(device, torch.float32, seconds=0.5))
+            if device.type == "cpu":
+                matmul["one"].append(_with_threads(1, lambda: matmul_gflops(device, torch.float32, seconds=0.5)))
+            for label, run in timed.items():
+                seconds[label].append(run().wall)
+        baselines = [label for label in timed if label.startswith("examples/mnist")]
+        # per repeat: the faster of the examples/mnist runs is the baseline
+        baseline = [min(seconds[label][r] for label in baselines) for r in range(args.repeats)]
+        print(f"\n{name}: fp32 2048x2048 matrix product {statistics.median(matmul['all']):.0f} GFLOP/s "
+              f"({torch.get_num_threads()} threads)"
+              + (f", {statistics.median(matmul['one']):.0f} with 1 thread" if matmul["one"] else ""))
+        print(f"{'loop':<48} {'images/s':>9} {'epoch s':>8} {'x examples':>10} {'% matmul':>8} {'% 1-thr mm':>10}")
+        for label in timed:
+            walls = seconds[label]
+            ratio = statistics.median(b / w for b, w in zip(baseline, walls))
+            share = statistics.median(tflop * 1e3 / w / m for w, m in zip(walls, matmul["all"]))
+            share_one = (f"{statistics.median(tflop * 1e3 / w / m for w, m in zip(walls, matmul['one'])):>10.0%}"
+                         if matmul["one"] else f"{'':>10}")
+            print(f"{label:<48} {args.epochs_images / statistics.median(walls):>9,.0f} "
+                  f"{statistics.median(walls):>8.2f} {ratio:>9.1f}x {share:>8.0%} {share_one}", flush=True)
+    print(f"\nload average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    print("x examples: median over repeats of (the faster examples/mnist epoch of that repeat) / this epoch.\n"
+          "% matmul: the epoch's training FLOPs (TFLOP_PER_EPOCH, counted as fp32 also for bf16 rows) per second,\n"
+          "against the fp32 matrix product of the same repeat at torch's thread count, and at 1 thread.")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""Orchestration overhead of `make run`: the share of its wall time in which no asset
+computes (process starts, imports, Dagster's daemon and run queue, polling).
+
+    python benchmarks/make_run_overhead.py [--experiments seed_cnn.plain.s0 mlp.plain.s0 ...|all]
+        [--make-run-args "--epochs 3 ..."]
+
+It runs `python -m pipelines.run` (what `make run` runs) on a tiny config (the
+offline sample cut to 400 training and 200 test digits, 3 epochs) in a fresh
+CONVLAB_HOME under a temporary folder, times it, then reads Dagster's event log
+there: every step's execution (STEP_START to its success or failure) is
+compute; the union of those intervals over all runs is the busy time, and the
+rest of the wall time is overhead. The trained_model materialisations'
+`training_seconds` are summed as well (the training loops alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--source", "sample", "--train-limit", "400", "--test-limit", "200", "--epochs", "3",
+        "--batch-size", "8", "--lr", "0.002"]
+FEW = ["seed_cnn.plain.s0", "mlp.plain.s0", "seed_cnn.shifted.s0", "seed_cnn.infinite.s0"]
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one (start, end) interval."""
+    covered, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return covered
+
+
+def step_intervals(home: Path) -> tuple[list[tuple[float, float]], float, int]:
+    """(every step's execution interval, the summed training_seconds, how many runs) from the store under home."""
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    import dagster as dg
+
+    starts, intervals, training = {}, [], 0.0
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_run_records()
+        kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
+                 dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_MATERIALIZATION}
+        for record in runs:
+            for entry in instance.all_logs(record.dagster_run.run_id, of_type=kinds):
+                event, key = entry.dagster_event, (record.dagster_run.run_id, entry.step_key)
+                if event.event_type == dg.DagsterEventType.STEP_START:
+                    starts[key] = entry.timestamp
+                elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                    seconds = entry.asset_materialization.metadata.get("training_seconds")
+                    training += float(seconds.value) if seconds is not None else 0.0
+                elif key in starts:
+                    intervals.append((starts.pop(key), entry.timestamp))
+    return intervals, training, len(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", nargs="+", default=FEW,
+                        help="partition keys to run, or 'all' for the default experiment set")
+    parser.add_argument("--make-run-args", default=" ".join(TINY), help="options for pipelines.run")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="convlab-overhead-") as folder:
+        home = Path(folder) / "convlab"
+        (home / "dagster").mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "CONVLAB_PROFILE")}
+        env.update(CONVLAB_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), PYTHONUNBUFFERED="1")
+        if args.experiments != ["all"]:
+            env["CONVLAB_EXPERIMENTS"] = ",".join(args.experiments)
+        command = [sys.executable, "-m", "pipelines.run", *shlex.split(args.make_run_args)]
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"make run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        estimate = next((line for line in done.stdout.splitlines() if line.startswith("estimated training")), None)
+        intervals, training, runs = step_intervals(home)
+
+    busy = union_seconds(intervals)
+    print(f"make run {' '.join(shlex.split(args.make_run_args))}: {runs} Dagster runs, "
+          f"{len(intervals)} steps; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    if estimate:
+        print(f"  its own line: {estimate}")
+    print(f"wall time                          {wall:8.1f} s")
+    print(f"some step computing (union)        {busy:8.1f} s")
+    print(f"  of which training loops (summed) {training:8.1f} s")
+    print(f"  steps' own seconds (summed)      {sum(end - start for start, end in intervals):8.1f} s")
+    print(f"overhead: nothing computing        {wall - busy:8.1f} s = {(wall - busy) / wall:.0%} of the wall time")
+
+
+if __name__ == "__main__":
+    main()
