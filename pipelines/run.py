@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "units (CUDA, AVX-512 BF16 or AMX CPUs), else fp32")
     parser.add_argument("--train-limit", type=int, default=None, help="train on a subset (quick runs)")
     parser.add_argument("--test-limit", type=int, default=None)
+    parser.add_argument("--quick-analyses", action="store_true",
+                        help="analyses at a glance, in seconds: fewer hallucination steps, segmentation scenes and "
+                             "deformation statistics (the figures are rougher; the claims are still decided)")
     return parser.parse_args(argv)
 
 
@@ -98,6 +101,11 @@ def check_the_rest_is_stored(chosen: list[Experiment]) -> None:
                          "--models/--variants/--seeds first (or select them too).")
 
 
+# The analyses' settings for `--quick-analyses`: each a fraction of its default's work.
+QUICK_ANALYSES = {"infinite_mnist": {"statistics_count": 500}, "hallucinations": {"steps": 20, "class_steps": 20},
+                  "semantic_segmentation": {"scenes": 32, "heldout_scenes": 16, "epochs": 1}}
+
+
 def run_config(args: argparse.Namespace) -> dict:
     """The launchpad config the backfill's runs get (only what was asked; the rest keeps its defaults)."""
     mnist = {"dataset": args.dataset, "source": args.source, "idx_dir": args.idx_dir, "train_limit": args.train_limit,
@@ -107,6 +115,8 @@ def run_config(args: argparse.Namespace) -> dict:
     ops = {"mnist": {k: v for k, v in mnist.items() if v is not None},
            "trained_model": {k: v for k, v in training.items() if v is not None},
            "model_evaluation": {"heldout_idx_dir": args.heldout_idx_dir} if args.heldout_idx_dir else {}}
+    if args.quick_analyses:
+        ops.update(QUICK_ANALYSES)
     return {"ops": {name: {"config": config} for name, config in ops.items() if config}}
 
 

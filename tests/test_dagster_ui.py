@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 
 TINY_CONFIG = {"ops": {"mnist": {"config": TINY_MNIST}, "trained_model": {"config": TINY_TRAINING},
                        "infinite_mnist": {"config": {"statistics_count": 500}},
-                       "hallucinations": {"config": {"steps": 10, "class_steps": 10}}}}
+                       "hallucinations": {"config": {"steps": 10, "class_steps": 10}},
+                       "semantic_segmentation": {"config": {"scenes": 32, "heldout_scenes": 16, "epochs": 1}}}}
 WAIT_SECONDS = 600
 
 
@@ -96,7 +97,7 @@ def produced(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[set, set
 # `make run`'s options for the tiny config (what it does not offer keeps its default).
 MAKE_RUN_ARGS = ["--source", "sample", "--train-limit", str(TINY_MNIST["train_limit"]),
                  "--test-limit", str(TINY_MNIST["test_limit"]), "--epochs", str(TINY_TRAINING["epochs"]),
-                 "--batch-size", str(TINY_TRAINING["batch_size"]), "--lr", str(TINY_TRAINING["lr"])]
+                 "--batch-size", str(TINY_TRAINING["batch_size"]), "--lr", str(TINY_TRAINING["lr"]), "--quick-analyses"]
 
 
 def test_make_run_submits_one_backfill_over_every_partition_that_materialises_everything(lab, capsys):

@@ -83,3 +83,16 @@ def test_off_a_terminal_no_live_line_is_drawn(tmp_path):
         console.say(" success: mnist in 3 s (run 12345678)")
     assert not console.live
     assert (tmp_path / "out.txt").read_text() == " success: mnist in 3 s (run 12345678)\n"
+
+
+def test_quick_analyses_shrink_the_analyses_and_leave_the_rest_to_its_defaults():
+    from pipelines.definitions import defs
+    from pipelines.run import QUICK_ANALYSES, parse_args, run_config
+
+    assert run_config(parse_args([])) == {"ops": {}}
+    ops = run_config(parse_args(["--quick-analyses", "--epochs", "2"]))["ops"]
+    assert ops == {"trained_model": {"config": {"epochs": 2}}, **{k: {"config": v} for k, v in QUICK_ANALYSES.items()}}
+    # Every quick setting names a real field of its asset, so the launchpad accepts the run.
+    for asset, settings in QUICK_ANALYSES.items():
+        fields = defs.resolve_assets_def(asset).op.config_schema.config_type.fields
+        assert set(settings) <= set(fields), (asset, settings)
