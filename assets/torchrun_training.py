@@ -47,6 +47,7 @@ def train_data_parallel(context: dg.AssetExecutionContext, processes: int, confi
     with tempfile.TemporaryDirectory(prefix="convlab-torchrun-") as folder:
         job = Path(folder) / "job.pt"
         torch.save({"config": config.as_dict(), "checkpoint": str(checkpoint), "infinite_mode": infinite_mode,
+                    "normalization": mnist.get("normalization"),
                     **{k: mnist[k] for k in ("train_images", "train_labels", "validation_images",
                                              "validation_labels", "test_images", "test_labels")}}, job)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
@@ -57,7 +58,8 @@ def train_data_parallel(context: dg.AssetExecutionContext, processes: int, confi
         saved = torch.load(Path(folder) / RESULT_FILE, weights_only=True)
     from conv_core.models import build_model
 
-    model = build_model(config.model)
+    normalization = mnist.get("normalization")
+    model = build_model(config.model, **({"normalization": tuple(normalization)} if normalization else {}))
     model.load_state_dict(saved["state_dict"])
     return TrainResult(model=model.eval(), history=[EpochStats(**h) for h in saved["history"]], config=config,
                        device=saved["device"], seconds=saved["seconds"], precision=saved["precision"])
@@ -80,7 +82,7 @@ def main(job_path: str) -> None:
         with pipes as session:
             result = train(config, job["train_images"], job["train_labels"], job["validation_images"],
                            job["validation_labels"], checkpoint_path=job["checkpoint"], resume=True, threads=1,
-                           world=world, epoch_data=_epoch_data(job),
+                           world=world, epoch_data=_epoch_data(job), normalization=job["normalization"],
                            log=session.log.info if first else (lambda line: None))
             if first:
                 torch.save({"state_dict": result.model.state_dict(), "history": [s.as_dict() for s in result.history],

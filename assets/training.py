@@ -206,7 +206,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainSettings, mnis
         else:
             result = train(train_config, mnist["train_images"], mnist["train_labels"], mnist["validation_images"],
                            mnist["validation_labels"], on_epoch=run.epoch_logger(), checkpoint_path=checkpoint,
-                           resume=True, log=context.log.info,
+                           resume=True, log=context.log.info, normalization=mnist.get("normalization"),
                            epoch_data=_epoch_data(experiment.variant, mnist, config.infinite_mode))
         run.log_history(result.history)
         test = evaluate(result.model, mnist["test_images"], mnist["test_labels"])

@@ -559,6 +559,7 @@ def train(
     epoch_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     threads: int | None = None,
     world: "Sharding | None" = None,
+    normalization: tuple[float, float] | None = None,
 ) -> TrainResult:
     """Train `config.model` on (N, 28, 28) images with pixel values 0-255 (uint8) and int labels.
 
@@ -630,7 +631,9 @@ def train(
         def fresh_start():
             """Model, optimizer, schedule and data generator as a run without checkpoint starts them."""
             torch.manual_seed(config.seed)
-            model = build_model(config.model).to(device)
+            # The data set's (mean, std) for the model's normalize stage; MNIST's when not given.
+            model = build_model(config.model, **({"normalization": tuple(normalization)} if normalization else {}))
+            model = model.to(device)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             # fused: one kernel for all parameters; a quarter of the MLP's step was Adam's many small ops.

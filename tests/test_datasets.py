@@ -270,3 +270,16 @@ def test_make_run_passes_the_dataset_to_the_mnist_asset():
     assert "dataset" not in run_config(parse_args([])).get("ops", {}).get("mnist", {}).get("config", {})
     with pytest.raises(SystemExit):
         parse_args(["--dataset", "cifar10"])
+
+
+def test_training_normalises_with_the_data_sets_constants():
+    from conv_core.datasets import FASHION_MNIST
+    from conv_core.models import model_normalization
+    from conv_core.train import TrainConfig, train
+
+    images, labels = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
+    config = TrainConfig(model="mlp", epochs=1, batch_size=32, device="cpu")
+    fashion = train(config, images, labels, normalization=FASHION_MNIST.normalization, log=lambda line: None)
+    default = train(config, images, labels, log=lambda line: None)
+    assert model_normalization(fashion.model) == pytest.approx(FASHION_MNIST.normalization, abs=1e-6)
+    assert model_normalization(default.model) == pytest.approx((0.1307, 0.3081), abs=1e-6)
