@@ -91,6 +91,18 @@ def test_the_budget_buys_epochs_in_proportion_to_the_data_within_bounds():
     assert planned_epochs(TrainConfig(epochs=30), 54_000) == 30  # an explicit epochs wins
 
 
+def test_the_time_estimate_is_planned_steps_times_seconds_per_step_shared_among_runs(monkeypatch):
+    from conv_core import train as train_module
+
+    monkeypatch.setattr(train_module, "training_step_seconds", lambda config, device: 0.01)
+    monkeypatch.setattr(train_module, "trainings_at_once", lambda device: 2)
+    configs = [TrainConfig(budget_images=270_000, batch_size=100)] * 3 + [TrainConfig(epochs=2, batch_size=100)]
+    # 54,000 images: 540 steps an epoch; the budget's 5 epochs for three runs, 2 for the last; 2 at a time
+    expected = (3 * 5 + 2) * 540 * 0.01 / 2
+    assert train_module.estimate_training_seconds(configs, 54_000, torch.device("cpu")) == pytest.approx(expected)
+    assert train_module.estimate_training_seconds([], 54_000, torch.device("cpu")) == 0.0
+
+
 def test_an_epoch_is_full_batches_only(digits):
     assert steps_per_epoch(4000, 128) == 31  # 3,968 images; 32 sit the epoch out
     assert steps_per_epoch(4096, 128) == 32
