@@ -181,7 +181,9 @@ def test_mlflow_runs_hold_params_metrics_figures_and_tags(graph_run):
         assert run.info.run_name == f"{model}/{data}/s{experiment.seed}"
         assert run.data.tags["seed"] == str(experiment.seed)
         assert params["device"] == "cpu"
-        assert params["precision"] == value["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+        # The arithmetic the start-up measurement chose; bf16 is a candidate only where the CPU computes it.
+        assert params["precision"] == value["precision"] in (("bf16", "fp32") if native_bf16(torch.device("cpu"))
+                                                             else ("fp32",))
         assert params["versions.torch"] == importlib.metadata.version("torch")
         assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", params["git_commit"])
 
