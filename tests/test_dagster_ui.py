@@ -242,12 +242,11 @@ def test_the_report_names_the_runs_it_read_and_embeds_every_figure(lab):
 def test_the_asset_page_shows_figures_inline_and_embedded_in_a_browser(lab):
     """filter_figures' page in Chromium: a figure drawn in place (loaded from the file route make ui serves),
     and the same figure embedded as a PNG (data: URL) at a readable width behind its [Show Markdown] button."""
-    from test_report_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+    from test_report_browser import CHROMEDRIVER, CHROMIUM, start_chromium
 
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("no /usr/bin/chromium or /usr/bin/chromedriver: apt-get install -y chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    from selenium.webdriver.chrome.service import Service
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -256,15 +255,8 @@ def test_the_asset_page_shows_figures_inline_and_embedded_in_a_browser(lab):
 
     assert "backfill" in lab["results"], "needs the figures the backfill made"
     files = serve_files(storage_dir(), "127.0.0.1", int(lab["files_url"].rsplit(":", 1)[1]))
-    os.environ.setdefault("SE_OFFLINE", "true")  # both paths are given: Selenium Manager must not look online
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={lab['home'] / 'chromium-profile'}")
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    browser = start_chromium(lab["home"] / "chromium-profile", page_load_timeout=120)
     try:
-        browser.set_page_load_timeout(120)
         browser.get(f"{lab['api'].url}/assets/filter_figures?view=events")
         inline = f"img[src^='{lab['files_url']}/figures/filter_figures/']"
         width = "return arguments[0].complete ? arguments[0].naturalWidth : 0"

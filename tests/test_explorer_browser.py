@@ -11,7 +11,6 @@ fetched is the explorer's own.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -21,7 +20,7 @@ import pytest
 from conftest import free_port
 from explorer.encoding import read_floats
 from test_explorer_api import tiny_lab
-from test_report_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+from test_report_browser import CHROMEDRIVER, CHROMIUM, start_chromium
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -55,17 +54,9 @@ def server():
 
 @pytest.fixture(scope="module")
 def page(server):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    from selenium.webdriver.chrome.service import Service
+    driver = start_chromium()
     from selenium.webdriver.support.ui import WebDriverWait
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # both paths are given: Selenium Manager must not download
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(60)
     *_, url = server
     try:
         driver.get(url + "/")

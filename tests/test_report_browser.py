@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(
     reason="no /usr/bin/chromium or /usr/bin/chromedriver: apt-get install -y chromium chromium-driver")
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def start_chromium(profile: Path | None = None, page_load_timeout: float = 60):
+    """Debian's headless Chromium under selenium (skips when selenium is missing), with a fresh profile if given."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
     from selenium.webdriver.chrome.service import Service
 
@@ -39,9 +39,16 @@ def browser(tmp_path_factory):
     options.binary_location = str(CHROMIUM)
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    if profile is not None:
+        options.add_argument(f"--user-data-dir={profile}")
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(page_load_timeout)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         yield driver
     finally:
