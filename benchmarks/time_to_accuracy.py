@@ -27,12 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import PilMnist  # noqa: E402  (the same per-sample dataset as the throughput benchmark)
+from train_throughput import examples_mnist_loader, examples_mnist_pass  # noqa: E402  (the same baseline loop)
 
 from conv_core.data import MnistConfig, load_mnist  # noqa: E402
 from conv_core.datasets import get_dataset  # noqa: E402
@@ -104,24 +102,12 @@ def examples_mnist_run(seed: int, data: str, idx_dir, target: float, device: tor
     model = build_model("seed_cnn", normalization=(mean, std))
     normalize, model.normalize = model.normalize, nn.Identity()  # the transform normalises, as in the example
     model = model.to(device)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
-    options = {"batch_size": 64, "shuffle": True}
-    if device.type == "cuda":
-        options.update(num_workers=1, pin_memory=True)
-    loader = torch.utils.data.DataLoader(PilMnist(train_images, train_labels, transform), **options)
+    loader = examples_mnist_loader(train_images, train_labels, mean, std, device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     accuracy = 0.0
     for epoch in range(1, epochs + 1):
-        model.train()
-        for batch_index, (images, labels) in enumerate(loader):
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad()
-            loss = F.nll_loss(F.log_softmax(model(images), dim=1), labels)
-            loss.backward()
-            optimizer.step()
-            if batch_index % 10 == 0:  # the example logs every 10 batches
-                loss.item()
+        examples_mnist_pass(model, loader, optimizer, device)
         scheduler.step()
         try:  # evaluated on raw pixels: the normalisation goes back in front for the look
             accuracy = clock.look(nn.Sequential(normalize.to(device), model), test_images, test_labels, target,

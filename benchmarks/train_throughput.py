@@ -105,29 +105,39 @@ def threads(count: int | None):
         torch.set_num_threads(before)
 
 
+def examples_mnist_loader(images, labels, mean: float, std: float, device: torch.device):
+    """examples/mnist's data path: a PIL image per sample -> ToTensor -> Normalize -> DataLoader, batch 64."""
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    options = {"batch_size": 64, "shuffle": True}
+    if device.type == "cuda":
+        options.update(num_workers=1, pin_memory=True)
+    return torch.utils.data.DataLoader(PilMnist(images, labels, transform), **options)
+
+
+def examples_mnist_pass(model: nn.Module, loader, optimizer, device: torch.device) -> None:
+    """One pass of examples/mnist's train() loop over `loader`."""
+    model.train()
+    for batch_index, (data, target) in enumerate(loader):
+        data, target = data.to(device), target.to(device)
+        optimizer.zero_grad()
+        loss = F.nll_loss(F.log_softmax(model(data), dim=1), target)
+        loss.backward()
+        optimizer.step()
+        if batch_index % 10 == 0:  # the example logs every 10 batches
+            loss.item()
+
+
 def examples_mnist_epoch(name: str, images, labels, device: torch.device) -> Clock:
     """One epoch of examples/mnist's train() on our model."""
     torch.manual_seed(0)
     model = build_model(name)
     model.normalize = nn.Identity()  # the transform normalises, as in the example
     model = model.to(device)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
-    loader_options = {"batch_size": 64, "shuffle": True}
-    if device.type == "cuda":
-        loader_options.update(num_workers=1, pin_memory=True)
-    loader = torch.utils.data.DataLoader(PilMnist(images, labels, transform), **loader_options)
+    loader = examples_mnist_loader(images, labels, MNIST_MEAN, MNIST_STD, device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
 
     with Clock() as clock:
-        model.train()
-        for batch_index, (data, target) in enumerate(loader):
-            data, target = data.to(device), target.to(device)
-            optimizer.zero_grad()
-            loss = F.nll_loss(F.log_softmax(model(data), dim=1), target)
-            loss.backward()
-            optimizer.step()
-            if batch_index % 10 == 0:  # the example logs every 10 batches
-                loss.item()
+        examples_mnist_pass(model, loader, optimizer, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return clock
