@@ -29,18 +29,6 @@ from conv_core.train import EpochStats, TrainConfig, TrainResult, train
 RESULT_FILE = "result.pt"
 
 
-def _epoch_data(job: dict):
-    """The infinite variant's fresh digits per epoch, rebuilt in every rank from the job's tensors."""
-    if job["infinite_mode"] is None:
-        return None
-    from conv_core.infinite import InfiniteMnist
-
-    stream = InfiniteMnist(job["train_images"], job["train_labels"], job["test_images"], job["test_labels"],
-                           mode=job["infinite_mode"])
-    count = len(job["train_labels"])
-    return lambda epoch: stream.images(stream.epoch_indices(epoch, count))
-
-
 def train_data_parallel(context: dg.AssetExecutionContext, processes: int, config: TrainConfig, mnist: dict,
                         checkpoint: Path, infinite_mode: str | None) -> TrainResult:
     """`train` over `processes` torchrun ranks; the result as one process would return it (model on the CPU)."""
@@ -67,6 +55,7 @@ def train_data_parallel(context: dg.AssetExecutionContext, processes: int, confi
 
 def main(job_path: str) -> None:
     """One rank of the job: train its slices; rank 0 reports through Pipes and writes the result."""
+    from assets.training import _epoch_data as epoch_data  # the step's own rule (imported here: it imports us)
     from conv_core.distributed import setup, teardown
 
     job = torch.load(job_path, weights_only=True)
@@ -82,7 +71,9 @@ def main(job_path: str) -> None:
         with pipes as session:
             result = train(config, job["train_images"], job["train_labels"], job["validation_images"],
                            job["validation_labels"], checkpoint_path=job["checkpoint"], resume=True, threads=1,
-                           world=world, epoch_data=_epoch_data(job), normalization=job["normalization"],
+                           world=world, normalization=job["normalization"],
+                           epoch_data=epoch_data("infinite" if job["infinite_mode"] else "plain", job,
+                                                 job["infinite_mode"]),
                            log=session.log.info if first else (lambda line: None))
             if first:
                 torch.save({"state_dict": result.model.state_dict(), "history": [s.as_dict() for s in result.history],
