@@ -132,13 +132,10 @@ def test_a_claim_passes_on_sound_values_and_fails_on_perturbed_ones(spec):
     assert not failed.passed, failed
 
 
-def test_measured_numbers_are_numbers_for_plots():
+def test_every_claim_measures_a_number_for_plots():
     for spec in claims.REGISTRY:
         sound, _ = CASES[spec.key]
-        number = spec(copy.deepcopy(sound)).measured_number
-        assert number is None or isinstance(number, float), spec.key
-    numbered = [spec.key for spec in claims.REGISTRY if spec(copy.deepcopy(CASES[spec.key][0])).measured_number is not None]
-    assert len(numbered) == len(claims.REGISTRY)
+        assert isinstance(spec(copy.deepcopy(sound)).measured_number, float), spec.key
 
 
 def test_the_feature_claim_reads_conv2_not_the_logits():
