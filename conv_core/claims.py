@@ -2,8 +2,8 @@
 
 The functions near the top take plain numbers and return a `Claim`: what the
 lecture says, what was measured, the tolerance, and whether it holds. The
-registry at the bottom (`REGISTRY`) says, for every claim, which asset values
-decide it and how: Dagster's asset checks and the report's claims table are
+registry at the bottom (`REGISTRY`) says, for every claim, which asset value
+decides it and how: Dagster's asset checks and the report's claims table are
 both generated from it, so a claim is written once.
 """
 
@@ -229,8 +229,8 @@ def segmentation_beats_sliding(mean_iou: float, baseline_mean_iou: float) -> Cla
 
 # --------------------------------------------------------------------------- claims from asset values
 #
-# Each decider takes the values of the assets it names (the `parameter_counts`
-# dict, the `run_comparison` dict, ...) as keyword arguments.
+# Each decider takes the value of the asset its claim hangs on (the `parameter_counts`
+# dict, the `run_comparison` dict, ...) as a keyword argument named after it.
 
 
 def model_count(parameter_counts: dict, model: str) -> ModelCount:
@@ -289,77 +289,76 @@ def _aggregate(representation_distances: dict) -> Claim:
 
 @dataclass(frozen=True)
 class ClaimSpec:
-    """Where a claim is checked (`asset`), what it reads (`inputs`, asset names) and how it is decided."""
+    """A claim decided on the value of one asset (`asset`), in that asset's own step, and how."""
 
     key: str
     asset: str
-    inputs: tuple[str, ...]
     description: str
     decide: Callable[..., Claim]
 
     def __call__(self, values: dict[str, Any]) -> Claim:
-        return self.decide(**{name: values[name] for name in self.inputs})
+        return self.decide(**{self.asset: values[self.asset]})
 
 
 # In the lecture's order: the report lists them so.
 REGISTRY: tuple[ClaimSpec, ...] = (
-    ClaimSpec("local_connectivity_and_sharing", "parameter_counts", ("parameter_counts",),
+    ClaimSpec("local_connectivity_and_sharing", "parameter_counts",
               "1-D, 5 inputs and 5 outputs: 25 dense -> 13 local -> 3 shared weights.", _lecture_connectivity),
-    ClaimSpec("seed_cnn_counts", "parameter_counts", ("parameter_counts",),
+    ClaimSpec("seed_cnn_counts", "parameter_counts",
               "Seed CNN: 225 + 3600 + 7840 = 11665 weights; signals 784, 7056, 3136.",
               lambda parameter_counts: seed_cnn_counts(model_count(parameter_counts, "seed_cnn"))),
-    ClaimSpec("mlp_counts", "parameter_counts", ("parameter_counts",),
+    ClaimSpec("mlp_counts", "parameter_counts",
               "MLP: 176400 + 32400 + 1440 = 210240 weights; signals 784, 225, 144.",
               lambda parameter_counts: mlp_counts(model_count(parameter_counts, "mlp"))),
-    ClaimSpec("more_signals_fewer_weights", "parameter_counts", ("parameter_counts",),
+    ClaimSpec("more_signals_fewer_weights", "parameter_counts",
               "The CNN has more signals but fewer weights than the MLP.",
               lambda parameter_counts: more_signals_fewer_weights(model_count(parameter_counts, "seed_cnn"),
                                                                   model_count(parameter_counts, "mlp"))),
-    ClaimSpec("cnn_beats_mlp_with_fewer_weights", "run_comparison", ("run_comparison",),
+    ClaimSpec("cnn_beats_mlp_with_fewer_weights", "run_comparison",
               "The CNN beats the MLP's test accuracy with about 18 times fewer weights.", _cnn_beats_mlp),
-    ClaimSpec("triplet_pixels_nine_closer", "representation_distances", ("representation_distances",),
+    ClaimSpec("triplet_pixels_nine_closer", "representation_distances",
               "In pixel space the 9 is closer to a 4 than the other 4 is.",
               lambda representation_distances: triplet_pixel_order(
                   float(_seed_cnn_layers(representation_distances)["pixels"]["ratio"]),
                   _triplet_pair(representation_distances))),
-    ClaimSpec("triplet_features_fours_closer", "representation_distances", ("representation_distances",),
+    ClaimSpec("triplet_features_fours_closer", "representation_distances",
               f"In the CNN's feature space ({TRIPLET_LAYER}, where the lecture's notebooks flip) the two 4s are closer.",
               lambda representation_distances: triplet_feature_order(
                   {layer: float(r["ratio"]) for layer, r in _seed_cnn_layers(representation_distances).items()},
                   pair=_triplet_pair(representation_distances))),
-    ClaimSpec("aggregate_features_order_better", "representation_distances", ("representation_distances",),
+    ClaimSpec("aggregate_features_order_better", "representation_distances",
               f"Over all 4s and 9s, same-class pairs are closer more often in the CNN's {TRIPLET_LAYER} than in pixels.",
               _aggregate),
-    ClaimSpec("nine_times_the_data", "shifted_mnist", ("shifted_mnist",),
+    ClaimSpec("nine_times_the_data", "shifted_mnist",
               "Cropping 2 pixels gives exactly 9 times the data.",
               lambda shifted_mnist: nine_times_the_data(int(shifted_mnist["source_count"]),
                                                         len(shifted_mnist["labels"]))),
-    ClaimSpec("augmentation_does_not_hurt", "run_comparison", ("run_comparison",),
+    ClaimSpec("augmentation_does_not_hurt", "run_comparison",
               "Shifted or infinite data does not lower the CNN's test accuracy at equal epochs.", _augmentation),
-    ClaimSpec("dh1_dx_is_the_filter", "input_gradients", ("input_gradients",),
+    ClaimSpec("dh1_dx_is_the_filter", "input_gradients",
               "dh1/dx equals the layer-1 filter (max |difference| < 1e-6).",
               lambda input_gradients: gradient_is_filter(float(input_gradients["layer1"]["max_abs_difference"]))),
-    ClaimSpec("layer2_unit_looks_at_upper_loop", "input_gradients", ("input_gradients",),
+    ClaimSpec("layer2_unit_looks_at_upper_loop", "input_gradients",
               "The most active layer-2 unit on an 8 has most of its input gradient in the digit's upper half.",
               lambda input_gradients: layer2_unit_looks_at_upper_half(
                   float(input_gradients["unit_upper_half_share"]), int(input_gradients["digit"]),
                   "channel {} at ({}, {})".format(*input_gradients["unit"]))),
-    ClaimSpec("norm_gradient_is_2_h_dh_dx", "hallucinations", ("hallucinations",),
+    ClaimSpec("norm_gradient_is_2_h_dh_dx", "hallucinations",
               "d||h||^2/dx equals 2 h^T dh/dx (autograd against the Jacobian, float64).",
               lambda hallucinations: norm_gradient_identity(hallucinations["norm_identity"])),
-    ClaimSpec("hallucination_increases_norm", "hallucinations", ("hallucinations",),
+    ClaimSpec("hallucination_increases_norm", "hallucinations",
               "Gradient ascent on ||h||^2 increases ||h||^2, for every layer and start.",
               lambda hallucinations: hallucination_grows(hallucinations["norms"])),
-    ClaimSpec("fcn_equals_classifier", "sliding_segmentation", ("sliding_segmentation",),
+    ClaimSpec("fcn_equals_classifier", "sliding_segmentation",
               "The fully convolutional net equals the classifier on 28x28 inputs.",
               lambda sliding_segmentation: fcn_equals_classifier(
                   float(sliding_segmentation["fcn_vs_classifier_max_abs_difference"]))),
-    ClaimSpec("fcn_shares_computation", "sliding_segmentation", ("sliding_segmentation",),
+    ClaimSpec("fcn_shares_computation", "sliding_segmentation",
               "The fully convolutional net needs fewer multiply-adds than explicit windows over the same canvas.",
               lambda sliding_segmentation: fcn_shares_computation(
                   float(sliding_segmentation["multiply_add_ratio"]), float(sliding_segmentation["wall_time_speedup"]),
                   int(sliding_segmentation["canvas"].shape[-1]))),
-    ClaimSpec("segmentation_beats_sliding", "semantic_segmentation", ("semantic_segmentation",),
+    ClaimSpec("segmentation_beats_sliding", "semantic_segmentation",
               "The fine-tuned fully convolutional net's mean IoU on held-out scenes beats the sliding classifier's.",
               lambda semantic_segmentation: segmentation_beats_sliding(
                   float(semantic_segmentation["mean_iou"]), float(semantic_segmentation["baseline_mean_iou"]))),
