@@ -68,12 +68,11 @@ def publish_figures(context: dg.AssetExecutionContext, figures: dict[str, Figure
     """Each figure as a PNG file with Dagster metadata, and to an MLflow run (as `<folder>/<name>.png`) if given."""
     metadata = {}
     for name, figure in figures.items():
-        artifact_page = None
-        if run is not None:
-            artifact = f"{folder}/{name}.png"
-            run.log_figure(figure, artifact)
-            artifact_page = artifact_url(run, artifact)
-        metadata.update(figure_metadata(context, figure, name, mlflow_url=artifact_page))
+        artifact_page = artifact_url(run, f"{folder}/{name}.png") if run is not None else None
+        entries = figure_metadata(context, figure, name, mlflow_url=artifact_page)
+        if run is not None:  # the PNG just saved, as it is: the figure is rendered once for both stores
+            run.log_artifact(entries[name].path, folder)
+        metadata.update(entries)
     return metadata
 
 
