@@ -501,11 +501,14 @@ def _deterministic(device: torch.device):
         return
     before = torch.are_deterministic_algorithms_enabled()
     warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
+    # The flag itself, not torch.use_deterministic_algorithms: that one also imports all of
+    # torch._inductor to set inductor's copy of the flag (3-6 s in every training process
+    # here), and training compiles nothing.
+    torch._C._set_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_before)
+        torch._C._set_deterministic_algorithms(before, warn_only=warn_before)
 
 
 @contextlib.contextmanager

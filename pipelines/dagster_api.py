@@ -59,6 +59,14 @@ class RunSummary:
         return self.end_time - self.start_time if self.start_time and self.end_time else None
 
 
+@dataclass(frozen=True)
+class BackfillProgress:
+    status: str
+    # Targeted assets (or partitions) neither launched yet nor skipped for a failed parent, as the
+    # daemon last recorded them: 0 once it has launched its last runs.
+    unlaunched: int
+
+
 class DagsterApi:
     """GraphQL calls against one webserver (`http://127.0.0.1:3000`, say) and its one code location."""
 
@@ -138,9 +146,25 @@ class DagsterApi:
         return self._check(data["launchPipelineExecution"], "LaunchRunSuccess")["run"]["runId"]
 
     def backfill_status(self, backfill_id: str) -> str:
+        return self.backfill_progress(backfill_id).status
+
+    def backfill_progress(self, backfill_id: str) -> "BackfillProgress":
+        """The backfill's state and how many of its targets the daemon has yet to launch."""
         data = self.query("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-            __typename ... on PartitionBackfill { status } ... on Error { message } } }""", {"id": backfill_id})
-        return self._check(data["partitionBackfillOrError"], "PartitionBackfill")["status"]
+            __typename ... on PartitionBackfill { status assetBackfillData { assetBackfillStatuses { __typename
+              ... on AssetPartitionsStatusCounts { numPartitionsTargeted numPartitionsInProgress
+                                                   numPartitionsMaterialized numPartitionsFailed }
+              ... on UnpartitionedAssetStatus { inProgress materialized failed } } } }
+            ... on Error { message } } }""", {"id": backfill_id})
+        backfill = self._check(data["partitionBackfillOrError"], "PartitionBackfill")
+        unlaunched = 0
+        for asset in (backfill.get("assetBackfillData") or {}).get("assetBackfillStatuses", []):
+            if asset["__typename"] == "AssetPartitionsStatusCounts":
+                unlaunched += asset["numPartitionsTargeted"] - asset["numPartitionsInProgress"] \
+                    - asset["numPartitionsMaterialized"] - asset["numPartitionsFailed"]
+            else:
+                unlaunched += not (asset["inProgress"] or asset["materialized"] or asset["failed"])
+        return BackfillProgress(backfill["status"], unlaunched)
 
     def unfinished_backfills(self) -> list[dict]:
         """Backfills still being worked on: [{id, tags: {key: value}}]."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from conv_core.datasets import DATASET_NAMES
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
-from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, DagsterApi, RunSummary
+from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, BackfillProgress, DagsterApi, RunSummary
 from pipelines.recovery import fail_dead_runs
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
 from pipelines.resources.paths import convlab_home, ensure_dagster_home, file_url, storage_dir
@@ -32,6 +32,7 @@ from pipelines.server_profile import use_profile
 from pipelines.services import LocalDagster, process_alive, record_run_dagster, running_ui, stop_orphaned_run_dagster
 
 POLL_SECONDS = 2
+STOP_GRACE_SECONDS = 10  # for make run's own Dagster once the backfill is settled
 TRIGGER_TAG = "convlab/trigger"
 SUBMITTER_TAG = "convlab/make-run-pid"
 TRAINING_POOL = "gpu"
@@ -295,6 +296,19 @@ def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
     return f"waiting for the {TRAINING_POOL} pool: held by run {', '.join(named)}" if named else None
 
 
+def settled_status(progress: BackfillProgress, runs: list[RunSummary]) -> str | None:
+    """The backfill's final state once nothing more will run, else None; the caller knows all its runs ended.
+
+    Dagster marks a backfill complete at the daemon's next look after its last run (up to 30 s
+    later). Once the daemon has launched every target and every run has ended, the outcome is
+    already decided: the runs' states say it, without that wait."""
+    if progress.status in BACKFILL_DONE:
+        return progress.status
+    if progress.status == "REQUESTED" and progress.unlaunched == 0 and runs:
+        return "COMPLETED_SUCCESS" if all(r.status == "SUCCESS" for r in runs) else "COMPLETED_FAILED"
+    return None
+
+
 def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) -> tuple[str, list[RunSummary]]:
     """Print each run of the backfill as it finishes (and why it failed); return the final state and the runs.
     On a terminal a live line shows the runs still going, training ones with a progress bar."""
@@ -303,7 +317,7 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
     reported: set[str] = set()
     waiting = None
     while True:
-        status = api.backfill_status(backfill_id)
+        progress = api.backfill_progress(backfill_id)
         runs = api.runs(tags={BACKFILL_TAG: backfill_id})
         for run in sorted(runs, key=lambda r: r.end_time or 0):
             if run.status in RUN_DONE and run.run_id not in reported:
@@ -314,9 +328,11 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
                                                                 f"events say why: {api.url}/runs/{run.run_id}"]
                     for reason in reasons:
                         console.say(f"          {reason}", stream=sys.stderr)
-        if status in BACKFILL_DONE and all(r.status in RUN_DONE for r in runs):
-            console.clear()
-            return status, runs
+        if all(r.status in RUN_DONE for r in runs):
+            status = settled_status(progress, runs)
+            if status is not None:
+                console.clear()
+                return status, runs
         going = [r for r in runs if r.status not in RUN_DONE]
         now_waiting = pool_waits(api, going)
         if now_waiting and now_waiting != waiting:
@@ -383,6 +399,9 @@ def cancel_orphaned_backfills(api: DagsterApi) -> None:
     for backfill in api.unfinished_backfills():
         pid = backfill["tags"].get(SUBMITTER_TAG)
         if backfill["tags"].get(TRIGGER_TAG) == "make run" and pid and not process_alive(int(pid)):
+            runs = api.runs(tags={BACKFILL_TAG: backfill["id"]})
+            if all(r.status in RUN_DONE for r in runs) and settled_status(api.backfill_progress(backfill["id"]), runs):
+                continue  # seen through, its Dagster stopped before marking it complete: the daemon marks it now
             api.cancel_backfill(backfill["id"])
             print(f"recovered: cancelled backfill {backfill['id']} of a make run that is gone (pid {pid})", flush=True)
 
@@ -441,18 +460,26 @@ def run(argv=None) -> None:
         print(f"recovered: stopped the Dagster (process group {group}) of a make run that is gone", flush=True)
     recover(MlflowTracking())
     print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
-    print(training_estimate(args, chosen), flush=True)
     api = running_ui(home)
     if api is not None:
+        print(training_estimate(args, chosen), flush=True)
         print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
         submit_and_follow(api, chosen, run_config(args))
     else:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
-        with LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log) as dagster:
+        dagster = LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log).start()
+        try:
             record_run_dagster(home, dagster.process)
-            submit_and_follow(dagster.api, chosen, run_config(args))
+            print(training_estimate(args, chosen), flush=True)  # made while Dagster starts
+            with dagster:
+                submit_and_follow(dagster.api, chosen, run_config(args))
+                # Every run has ended: nothing of ours is left to wind down (it stops in about 5 s;
+                # now and then its webserver sat out the whole default grace).
+                dagster.stop(grace=STOP_GRACE_SECONDS)
+        finally:
+            dagster.stop()
     summarise(started)
 
 

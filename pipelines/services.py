@@ -119,8 +119,14 @@ class LocalDagster:
         self.api = DagsterApi(self.url)
         self.process: subprocess.Popen | None = None
 
+    def start(self) -> "LocalDagster":
+        """Start it without waiting (the `with` block waits until it answers): other work can overlap its start-up."""
+        if self.process is None:
+            self.process = start(dagster_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
+        return self
+
     def __enter__(self) -> "LocalDagster":
-        self.process = start(dagster_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
+        self.start()
         try:
             wait_until_up(self.api, self.process)
         except BaseException:
@@ -128,9 +134,9 @@ class LocalDagster:
             raise
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
         if self.process is not None:
-            stop({"dagster": self.process})
+            stop({"dagster": self.process}, grace)
             self.process = None
 
     def __exit__(self, *exc) -> None:

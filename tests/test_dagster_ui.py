@@ -80,6 +80,13 @@ def wait_for_runs(api, run_ids: list[str], timeout: float = WAIT_SECONDS) -> dic
     raise AssertionError(f"runs not finished within {timeout} s: {statuses}")
 
 
+def wait_for_backfill(api, backfill_id: str, done: set[str], timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while (status := api.backfill_status(backfill_id)) not in done and time.monotonic() < deadline:
+        time.sleep(2)
+    return status
+
+
 def produced(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[set, set]:
     """(asset, partition) pairs materialised and `asset:check` names evaluated (with their outcome) in these runs."""
     materialised, checks = set(), {}
@@ -103,7 +110,7 @@ MAKE_RUN_ARGS = ["--source", "sample", "--train-limit", str(TINY_MNIST["train_li
 def test_make_run_submits_one_backfill_over_every_partition_that_materialises_everything(lab, capsys):
     """(b) `make run` against the running Dagster (as with `make ui`): one backfill, the UI's own request."""
     from pipelines import run as make_run
-    from pipelines.dagster_api import BACKFILL_TAG
+    from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG
     from pipelines.services import record_ui
 
     api, instance = lab["api"], lab["instance"]
@@ -117,7 +124,9 @@ def test_make_run_submits_one_backfill_over_every_partition_that_materialises_ev
     printed = capsys.readouterr().out
     assert f"submitting to the running Dagster of make ui: {api.url}" in printed
     backfill_id = re.search(r"backfill (\w+): every asset over 4 experiment partition", printed).group(1)
-    status, runs = api.backfill_status(backfill_id), api.runs(tags={BACKFILL_TAG: backfill_id})
+    # make run ends when the outcome is decided; the daemon records it at its next look (every 30 s)
+    status = wait_for_backfill(api, backfill_id, BACKFILL_DONE)
+    runs = api.runs(tags={BACKFILL_TAG: backfill_id})
     partitions = [key for asset, key in everything() if asset == "trained_model"]
     assert status == "COMPLETED_SUCCESS", (status, [(r.run_id, r.status) for r in runs], lab["log"])
     assert all(r.status == "SUCCESS" for r in runs)
