@@ -406,10 +406,12 @@ def cancel_orphaned_backfills(api: DagsterApi) -> None:
             print(f"recovered: cancelled backfill {backfill['id']} of a make run that is gone (pid {pid})", flush=True)
 
 
-def submit_and_follow(api: DagsterApi, chosen: list[Experiment], config: dict) -> str:
+def submit_and_follow(api: DagsterApi, chosen: list[Experiment], config: dict, submitted=lambda: None) -> str:
+    """Submit the backfill, call `submitted()`, follow the backfill to its end; its id."""
     cancel_orphaned_backfills(api)
     backfill_id = api.launch_backfill(asset_names(), [e.key for e in chosen], config, title="make run",
                                       tags={TRIGGER_TAG: "make run", SUBMITTER_TAG: str(os.getpid())})
+    submitted()
     print(f"backfill {backfill_id}: every asset over {len(chosen)} experiment partition(s); "
           f"follow it at {api.url}/runs/b/{backfill_id}", flush=True)
     try:
@@ -455,26 +457,36 @@ def run(argv=None) -> None:
     chosen = selected_experiments(args)
     check_the_rest_is_stored(chosen)
     started = time.perf_counter()
-    group = stop_orphaned_run_dagster(home)
-    if group is not None:
-        print(f"recovered: stopped the Dagster (process group {group}) of a make run that is gone", flush=True)
-    recover(MlflowTracking())
-    print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
+    groups = stop_orphaned_run_dagster(home)
+    if groups:
+        print(f"recovered: stopped the Dagster (process groups {', '.join(map(str, groups))}) of a make run "
+              "that is gone", flush=True)
+
+    def prepare() -> None:
+        recover(MlflowTracking())
+        print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
+        print(training_estimate(args, chosen), flush=True)
+
     api = running_ui(home)
     if api is not None:
-        print(training_estimate(args, chosen), flush=True)
+        prepare()
         print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
         submit_and_follow(api, chosen, run_config(args))
     else:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
-        dagster = LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log).start()
+        dagster = LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log, daemon_later=True)
         try:
-            record_run_dagster(home, dagster.process)
-            print(training_estimate(args, chosen), flush=True)  # made while Dagster starts
+            record_run_dagster(home, dagster.start().groups)
+
+            def start_daemon():
+                dagster.start_daemon()
+                record_run_dagster(home, dagster.groups)
+
+            prepare()  # while Dagster starts; its daemon, which would act on the runs recovered, comes later
             with dagster:
-                submit_and_follow(dagster.api, chosen, run_config(args))
+                submit_and_follow(dagster.api, chosen, run_config(args), submitted=start_daemon)
                 # Every run has ended: nothing of ours is left to wind down (it stops in about 5 s;
                 # now and then its webserver sat out the whole default grace).
                 dagster.stop(grace=STOP_GRACE_SECONDS)

@@ -41,6 +41,15 @@ def dagster_command(host: str, port: int) -> list[str]:
     return [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
 
 
+def webserver_command(host: str, port: int) -> list[str]:
+    """The webserver alone, with a code server of its own, over workspace.yaml (the same code location name)."""
+    return [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
+
+
+def daemon_command() -> list[str]:
+    return [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")]
+
+
 def start(command: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
     """A server in a session of its own (a terminal's Ctrl-C reaches only our script, which stops it whole).
     If our script is killed outright the server lives on; `stop_orphaned_run_dagster` ends it later."""
@@ -109,21 +118,43 @@ def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 2
 
 
 class LocalDagster:
-    """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts."""
+    """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts.
 
-    def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None):
+    `daemon_later`: the webserver alone until `start_daemon()`, then the daemon beside it (in its
+    process group). The daemon looks for backfills when it starts and every 30 s after; started
+    once a backfill is submitted, it launches the first runs at its first look instead of up to
+    30 s later (the webserver of `dagster dev` answers only after its daemon has had that look).
+    """
+
+    def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None,
+                 daemon_later: bool = False):
         self.env = env
         self.log_path = log_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = DagsterApi(self.url)
-        self.process: subprocess.Popen | None = None
+        self.daemon_later = daemon_later
+        self.process: subprocess.Popen | None = None  # the process group's leader
+        self.daemon: subprocess.Popen | None = None
 
     def start(self) -> "LocalDagster":
         """Start it without waiting (the `with` block waits until it answers): other work can overlap its start-up."""
         if self.process is None:
-            self.process = start(dagster_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
+            command = (webserver_command("127.0.0.1", self.port) if self.daemon_later
+                       else dagster_command("127.0.0.1", self.port))
+            self.process = start(command, env=self.env, log_path=self.log_path)
         return self
+
+    def start_daemon(self) -> None:
+        """The daemon of a `daemon_later` Dagster (nothing to do for `dagster dev`, which has its own).
+        A session of its own too (a process cannot join a group of another session): two groups to stop."""
+        if self.daemon_later and self.daemon is None and self.process is not None:
+            self.daemon = start(daemon_command(), env=self.env, log_path=self.log_path)
+
+    @property
+    def groups(self) -> list[int]:
+        """The process groups it runs in (each started process leads one; runs launched join the daemon's)."""
+        return [p.pid for p in (self.process, self.daemon) if p is not None]
 
     def __enter__(self) -> "LocalDagster":
         self.start()
@@ -136,8 +167,8 @@ class LocalDagster:
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         if self.process is not None:
-            stop({"dagster": self.process}, grace)
-            self.process = None
+            stop({"dagster": self.process, **({"dagster-daemon": self.daemon} if self.daemon else {})}, grace)
+            self.process = self.daemon = None
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -146,27 +177,31 @@ class LocalDagster:
 RUN_STATE = "convlab-run.json"
 
 
-def record_run_dagster(dagster_home: Path, dagster: subprocess.Popen) -> None:
-    """Which Dagster a `make run` started, so that the next one can stop it if this one is killed."""
-    (Path(dagster_home) / RUN_STATE).write_text(json.dumps({"pid": os.getpid(), "dagster_group": dagster.pid}))
+def record_run_dagster(dagster_home: Path, groups: list[int]) -> None:
+    """Which Dagster (its process groups) a `make run` started, so that the next one can stop it if this one
+    is killed."""
+    (Path(dagster_home) / RUN_STATE).write_text(json.dumps({"pid": os.getpid(), "dagster_groups": groups}))
 
 
-def stop_orphaned_run_dagster(dagster_home: Path) -> int | None:
-    """Stop the Dagster (and the runs it launched) of a `make run` that was killed; its process group, or None."""
+def stop_orphaned_run_dagster(dagster_home: Path) -> list[int] | None:
+    """Stop the Dagster (and the runs it launched) of a `make run` that was killed; its process groups, or None."""
     path = Path(dagster_home) / RUN_STATE
     try:
         state = json.loads(path.read_text())
-        owner, group = int(state["pid"]), int(state["dagster_group"])
-    except (OSError, ValueError, KeyError):
+        owner = int(state["pid"])
+        groups = [int(g) for g in state.get("dagster_groups") or [state["dagster_group"]]]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if process_alive(owner) or not _alive(group):
+    alive = [group for group in groups if _alive(group)]
+    if process_alive(owner) or not alive:
         return None
-    os.killpg(group, signal.SIGKILL)  # its runs die with it: they are ended FAILED next, and resume later
+    for group in alive:
+        os.killpg(group, signal.SIGKILL)  # its runs die with it: they are ended FAILED next, and resume later
     deadline = time.monotonic() + 10
-    while _alive(group) and time.monotonic() < deadline:
+    while any(_alive(group) for group in alive) and time.monotonic() < deadline:
         time.sleep(0.2)
     path.unlink(missing_ok=True)
-    return group
+    return alive
 
 
 def process_alive(pid: int) -> bool:

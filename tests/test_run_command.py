@@ -44,15 +44,17 @@ def test_the_dagster_of_a_killed_make_run_is_stopped_by_the_next(tmp_path):
 
     from pipelines.services import RUN_STATE, start, stop_orphaned_run_dagster
 
-    server = start(["sleep", "300"])
+    webserver, daemon = start(["sleep", "300"]), start(["sleep", "300"])
+    groups = [webserver.pid, daemon.pid]
     dead_owner = subprocess.Popen(["true"])  # a pid that existed and exited: the killed make run
     dead_owner.wait()
-    (tmp_path / RUN_STATE).write_text(json.dumps({"pid": os.getpid(), "dagster_group": server.pid}))
+    (tmp_path / RUN_STATE).write_text(json.dumps({"pid": os.getpid(), "dagster_groups": groups}))
     assert stop_orphaned_run_dagster(tmp_path) is None  # its make run is alive: left alone
-    assert server.poll() is None
-    (tmp_path / RUN_STATE).write_text(json.dumps({"pid": dead_owner.pid, "dagster_group": server.pid}))
-    assert stop_orphaned_run_dagster(tmp_path) == server.pid
-    assert server.wait(timeout=10) == -9 and not (tmp_path / RUN_STATE).exists()
+    assert webserver.poll() is None and daemon.poll() is None
+    (tmp_path / RUN_STATE).write_text(json.dumps({"pid": dead_owner.pid, "dagster_groups": groups}))
+    assert stop_orphaned_run_dagster(tmp_path) == groups
+    assert webserver.wait(timeout=10) == -9 and daemon.wait(timeout=10) == -9
+    assert not (tmp_path / RUN_STATE).exists()
 
 
 def test_training_progress_is_read_from_the_epoch_lines():
