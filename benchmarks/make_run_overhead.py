@@ -40,14 +40,16 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
     return covered
 
 
-def step_intervals(home: Path) -> tuple[list[tuple[float, float]], float, int]:
-    """(every step's execution interval, the summed training_seconds, how many runs) from the store under home."""
+def step_intervals(home: Path) -> tuple[list[tuple[float, float]], float, list[tuple[float, float]]]:
+    """(every step's execution interval, the summed training_seconds, every run's (created, ended))
+    from the store under home."""
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     import dagster as dg
 
     starts, intervals, training = {}, [], 0.0
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_run_records()
+        lives = [(r.create_timestamp.timestamp(), r.end_time or r.create_timestamp.timestamp()) for r in runs]
         kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
                  dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_MATERIALIZATION}
         for record in runs:
@@ -60,7 +62,21 @@ def step_intervals(home: Path) -> tuple[list[tuple[float, float]], float, int]:
                     training += float(seconds.value) if seconds is not None else 0.0
                 elif key in starts:
                     intervals.append((starts.pop(key), entry.timestamp))
-    return intervals, training, len(runs)
+    return intervals, training, lives
+
+
+def overhead_parts(began: float, ended: float, busy: list[tuple[float, float]],
+                   lives: list[tuple[float, float]]) -> dict[str, float]:
+    """Where the seconds in which no step computes went, from the run records alone:
+    before the first run was created, between runs (no run exists: the daemon has yet to look and
+    launch the next level), inside runs but outside steps (queue, process start, imports), after."""
+    first, last = min(c for c, _ in lives), max(e for _, e in lives)
+    some_run = union_seconds(lives)
+    inside = union_seconds([(max(s, first), min(e, last)) for s, e in busy if e > first and s < last])
+    return {"before the first run (start-up, submission, the daemon's first look)": first - began,
+            "no run exists (the daemon's next look at a graph level)": (last - first) - some_run,
+            "a run exists, no step computes (queue, process start, imports)": some_run - inside,
+            "after the last run (summary, stopping Dagster)": ended - last}
 
 
 def main() -> None:
@@ -80,16 +96,17 @@ def main() -> None:
             env["CONVLAB_EXPERIMENTS"] = ",".join(args.experiments)
         command = [sys.executable, "-m", "pipelines.run", *shlex.split(args.make_run_args)]
         load_before = os.getloadavg()[0]
-        started = time.perf_counter()
+        began = time.time()
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - started
+        ended = time.time()
+        wall = ended - began
         if done.returncode != 0:
             raise SystemExit(f"make run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         estimate = next((line for line in done.stdout.splitlines() if line.startswith("estimated training")), None)
-        intervals, training, runs = step_intervals(home)
+        intervals, training, lives = step_intervals(home)
 
     busy = union_seconds(intervals)
-    print(f"make run {' '.join(shlex.split(args.make_run_args))}: {runs} Dagster runs, "
+    print(f"make run {' '.join(shlex.split(args.make_run_args))}: {len(lives)} Dagster runs, "
           f"{len(intervals)} steps; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     if estimate:
         print(f"  its own line: {estimate}")
@@ -98,6 +115,8 @@ def main() -> None:
     print(f"  of which training loops (summed) {training:8.1f} s")
     print(f"  steps' own seconds (summed)      {sum(end - start for start, end in intervals):8.1f} s")
     print(f"overhead: nothing computing        {wall - busy:8.1f} s = {(wall - busy) / wall:.0%} of the wall time")
+    for part, seconds in overhead_parts(began, ended, intervals, lives).items():
+        print(f"  {part:<66} {seconds:6.1f} s")
 
 
 if __name__ == "__main__":
