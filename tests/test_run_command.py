@@ -98,3 +98,18 @@ def test_quick_analyses_shrink_the_analyses_and_leave_the_rest_to_its_defaults()
     for asset, settings in QUICK_ANALYSES.items():
         fields = defs.resolve_assets_def(asset).op.config_schema.config_type.fields
         assert set(settings) <= set(fields), (asset, settings)
+
+
+def test_a_backfill_is_settled_once_everything_is_launched_and_every_run_ended():
+    """make run does not wait for the daemon's next look to learn what its runs already say."""
+    from pipelines.dagster_api import BackfillProgress, RunSummary
+    from pipelines.run import settled_status
+
+    def runs(*statuses):
+        return [RunSummary(f"run{i}", status, None, ("mnist",), 1.0, 2.0) for i, status in enumerate(statuses)]
+
+    assert settled_status(BackfillProgress("REQUESTED", 0), runs("SUCCESS", "SUCCESS")) == "COMPLETED_SUCCESS"
+    assert settled_status(BackfillProgress("REQUESTED", 0), runs("SUCCESS", "FAILURE")) == "COMPLETED_FAILED"
+    assert settled_status(BackfillProgress("REQUESTED", 3), runs("SUCCESS")) is None  # a level still to launch
+    assert settled_status(BackfillProgress("REQUESTED", 0), []) is None  # nothing launched yet
+    assert settled_status(BackfillProgress("CANCELED", 2), runs("CANCELED")) == "CANCELED"  # Dagster's own word
