@@ -1,0 +1,51 @@
+"""The Dagster `make run` starts for itself: the webserver first, the daemon once the backfill is in.
+
+The daemon looks for backfills when it starts and every 30 s after, so the
+order decides how long the first runs wait. What must hold: before
+`start_daemon()` nothing but the webserver runs (no daemon heartbeat), after
+it the daemon beats, and stopping ends every process of both groups.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from conftest import subprocess_env
+
+DAEMON_STATUSES = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy lastHeartbeatTime } } } }"""
+
+
+def _beating(api) -> set[str]:
+    statuses = api.query(DAEMON_STATUSES)["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return {s["daemonType"] for s in statuses if s["lastHeartbeatTime"]}
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_the_daemon_starts_when_asked_and_stops_with_the_webserver(tmp_path, monkeypatch):
+    from pipelines.resources.paths import ensure_dagster_home
+    from pipelines.services import LocalDagster
+
+    env = subprocess_env(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    monkeypatch.setenv("CONVLAB_HOME", env["CONVLAB_HOME"])
+    ensure_dagster_home()
+    dagster = LocalDagster(env=env, log_path=tmp_path / "dagster.log", daemon_later=True)
+    with dagster:
+        assert len(dagster.groups) == 1
+        assert "BACKFILL" not in _beating(dagster.api)  # the webserver alone
+        dagster.start_daemon()
+        groups = dagster.groups
+        assert len(groups) == 2
+        deadline = time.monotonic() + 120
+        while "BACKFILL" not in _beating(dagster.api):
+            assert time.monotonic() < deadline, (tmp_path / "dagster.log").read_text()[-3000:]
+            time.sleep(1)
+    assert not any(_group_alive(group) for group in groups)
