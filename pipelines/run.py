@@ -309,6 +309,16 @@ def settled_status(progress: BackfillProgress, runs: list[RunSummary]) -> str | 
     return None
 
 
+def backfill_outcome(api: DagsterApi, backfill_id: str) -> tuple[str | None, list[RunSummary]]:
+    """(The backfill's final state once nothing more will run, else None; its runs.)
+
+    The progress is read before the runs: the daemon counts a target launched only once its run
+    exists, so the runs read after a progress that says "all launched" are all of them."""
+    progress = api.backfill_progress(backfill_id)
+    runs = api.runs(tags={BACKFILL_TAG: backfill_id})
+    return (settled_status(progress, runs) if all(r.status in RUN_DONE for r in runs) else None), runs
+
+
 def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) -> tuple[str, list[RunSummary]]:
     """Print each run of the backfill as it finishes (and why it failed); return the final state and the runs.
     On a terminal a live line shows the runs still going, training ones with a progress bar."""
@@ -317,7 +327,6 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
     reported: set[str] = set()
     waiting = None
     while True:
-        progress = api.backfill_progress(backfill_id)
         runs = api.runs(tags={BACKFILL_TAG: backfill_id})
         for run in sorted(runs, key=lambda r: r.end_time or 0):
             if run.status in RUN_DONE and run.run_id not in reported:
@@ -328,9 +337,9 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
                                                                 f"events say why: {api.url}/runs/{run.run_id}"]
                     for reason in reasons:
                         console.say(f"          {reason}", stream=sys.stderr)
-        if all(r.status in RUN_DONE for r in runs):
-            status = settled_status(progress, runs)
-            if status is not None:
+        if all(r.status in RUN_DONE for r in runs):  # only then can the backfill be over
+            status, latest = backfill_outcome(api, backfill_id)
+            if status is not None and {r.run_id for r in latest} == {r.run_id for r in runs}:  # all printed
                 console.clear()
                 return status, runs
         going = [r for r in runs if r.status not in RUN_DONE]
@@ -399,8 +408,7 @@ def cancel_orphaned_backfills(api: DagsterApi) -> None:
     for backfill in api.unfinished_backfills():
         pid = backfill["tags"].get(SUBMITTER_TAG)
         if backfill["tags"].get(TRIGGER_TAG) == "make run" and pid and not process_alive(int(pid)):
-            runs = api.runs(tags={BACKFILL_TAG: backfill["id"]})
-            if all(r.status in RUN_DONE for r in runs) and settled_status(api.backfill_progress(backfill["id"]), runs):
+            if backfill_outcome(api, backfill["id"])[0] is not None:
                 continue  # seen through, its Dagster stopped before marking it complete: the daemon marks it now
             api.cancel_backfill(backfill["id"])
             print(f"recovered: cancelled backfill {backfill['id']} of a make run that is gone (pid {pid})", flush=True)

@@ -62,7 +62,8 @@ def start(command: list[str], env: dict | None = None, log_path: Path | None = N
             output.close()
 
 
-def _alive(group: int) -> bool:
+def group_alive(group: int) -> bool:
+    """Whether any process of this process group is still there (a zombie leader counts until reaped)."""
     try:
         os.killpg(group, 0)
         return True
@@ -72,7 +73,7 @@ def _alive(group: int) -> bool:
 
 def _signal_all(processes: dict[str, subprocess.Popen], signum: int) -> None:
     for process in processes.values():
-        if _alive(process.pid):
+        if group_alive(process.pid):
             os.killpg(process.pid, signum)
 
 
@@ -81,7 +82,7 @@ def _wait_all(processes: dict[str, subprocess.Popen], seconds: float) -> bool:
     while time.monotonic() < deadline:
         for process in processes.values():
             process.poll()  # reap, so a finished group leader no longer counts as alive
-        if not any(_alive(p.pid) for p in processes.values()):
+        if not any(group_alive(p.pid) for p in processes.values()):
             return True
         time.sleep(0.2)
     return False
@@ -94,7 +95,7 @@ def stop(processes: dict[str, subprocess.Popen], grace: float = GRACE_SECONDS) -
         if _wait_all(processes, seconds):
             return
     for name, process in processes.items():
-        if _alive(process.pid):
+        if group_alive(process.pid):
             print(f"{name} did not stop: killing it", file=sys.stderr)
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -120,8 +121,8 @@ def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 2
 class LocalDagster:
     """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts.
 
-    `daemon_later`: the webserver alone until `start_daemon()`, then the daemon beside it (in its
-    process group). The daemon looks for backfills when it starts and every 30 s after; started
+    `daemon_later`: the webserver alone until `start_daemon()`, then the daemon beside it (each in
+    a session of its own). The daemon looks for backfills when it starts and every 30 s after; started
     once a backfill is submitted, it launches the first runs at its first look instead of up to
     30 s later (the webserver of `dagster dev` answers only after its daemon has had that look).
     """
@@ -192,13 +193,13 @@ def stop_orphaned_run_dagster(dagster_home: Path) -> list[int] | None:
         groups = [int(g) for g in state.get("dagster_groups") or [state["dagster_group"]]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    alive = [group for group in groups if _alive(group)]
+    alive = [group for group in groups if group_alive(group)]
     if process_alive(owner) or not alive:
         return None
     for group in alive:
         os.killpg(group, signal.SIGKILL)  # its runs die with it: they are ended FAILED next, and resume later
     deadline = time.monotonic() + 10
-    while any(_alive(group) for group in alive) and time.monotonic() < deadline:
+    while any(group_alive(group) for group in alive) and time.monotonic() < deadline:
         time.sleep(0.2)
     path.unlink(missing_ok=True)
     return alive

@@ -8,7 +8,6 @@ it the daemon beats, and stopping ends every process of both groups.
 
 from __future__ import annotations
 
-import os
 import time
 
 from conftest import subprocess_env
@@ -21,17 +20,9 @@ def _beating(api) -> set[str]:
     return {s["daemonType"] for s in statuses if s["lastHeartbeatTime"]}
 
 
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def test_the_daemon_starts_when_asked_and_stops_with_the_webserver(tmp_path, monkeypatch):
     from pipelines.resources.paths import ensure_dagster_home
-    from pipelines.services import LocalDagster
+    from pipelines.services import LocalDagster, group_alive
 
     env = subprocess_env(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
@@ -48,4 +39,4 @@ def test_the_daemon_starts_when_asked_and_stops_with_the_webserver(tmp_path, mon
         while "BACKFILL" not in _beating(dagster.api):
             assert time.monotonic() < deadline, (tmp_path / "dagster.log").read_text()[-3000:]
             time.sleep(1)
-    assert not any(_group_alive(group) for group in groups)
+    assert not any(group_alive(group) for group in groups)
