@@ -47,7 +47,8 @@ def webserver_command(host: str, port: int) -> list[str]:
 
 
 def daemon_command() -> list[str]:
-    return [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")]
+    """`dagster-daemon run`, its backfill looks every few seconds (pipelines.daemon)."""
+    return [sys.executable, "-m", "pipelines.daemon", "run", "-w", str(REPO / "workspace.yaml")]
 
 
 def start(command: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
@@ -122,9 +123,10 @@ class LocalDagster:
     """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts.
 
     `daemon_later`: the webserver alone until `start_daemon()`, then the daemon beside it (each in
-    a session of its own). The daemon looks for backfills when it starts and every 30 s after; started
-    once a backfill is submitted, it launches the first runs at its first look instead of up to
-    30 s later (the webserver of `dagster dev` answers only after its daemon has had that look).
+    a session of its own). The daemon looks for backfills when it starts and every few seconds after
+    (pipelines.daemon; `dagster dev`'s every 30 s); started once a backfill is submitted, it launches
+    the first runs at its first look (the webserver of `dagster dev` answers only after its daemon has
+    had that look).
     """
 
     def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None,
