@@ -22,7 +22,7 @@ run: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pipelines.run $(ARGS)
 
-# Dagster (dagster dev) on :3000 and MLflow on :5000 over the same stores; Ctrl-C stops both.
+# Dagster (webserver and daemon) on :3000 and MLflow on :5000 over the same stores; Ctrl-C stops them all.
 ui: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pipelines.ui

@@ -84,10 +84,15 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="+", default=FEW,
                         help="partition keys to run, or 'all' for the default experiment set")
     parser.add_argument("--make-run-args", default=" ".join(TINY), help="options for pipelines.run")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="an empty folder to run in and leave behind (its Dagster and MLflow stores, the "
+                             "figures, the log), instead of a temporary one")
     args = parser.parse_args()
+    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
+        raise SystemExit(f"--keep {args.keep}: not empty")
 
     with tempfile.TemporaryDirectory(prefix="convlab-overhead-") as folder:
-        home = Path(folder) / "convlab"
+        home = args.keep.resolve() if args.keep else Path(folder) / "convlab"
         (home / "dagster").mkdir(parents=True)
         env = {k: v for k, v in os.environ.items()
                if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "CONVLAB_PROFILE")}

@@ -6,7 +6,7 @@ asset over the selected experiment partitions through the webserver's API
 each run as it finishes, and reads the results back from storage. The runs
 are launched by the daemon, queued and pooled like any other, and stay in
 the UI's history. It uses the Dagster of a running `make ui`, else starts
-its own (`dagster dev` on a free port) for the duration.
+its own (webserver and daemon on a free port) for the duration.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -299,8 +300,8 @@ def pool_waits(api: DagsterApi, runs: list[RunSummary]) -> str | None:
 def settled_status(progress: BackfillProgress, runs: list[RunSummary]) -> str | None:
     """The backfill's final state once nothing more will run, else None; the caller knows all its runs ended.
 
-    Dagster marks a backfill complete at the daemon's next look after its last run (up to 30 s
-    later). Once the daemon has launched every target and every run has ended, the outcome is
+    Dagster marks a backfill complete at the daemon's next look after its last run (a few seconds
+    later with pipelines.daemon, up to 30 s with Dagster's own daemon under another `make ui`). Once the daemon has launched every target and every run has ended, the outcome is
     already decided: the runs' states say it, without that wait."""
     if progress.status in BACKFILL_DONE:
         return progress.status
@@ -496,10 +497,17 @@ def run(argv=None) -> None:
             with dagster:
                 submit_and_follow(dagster.api, chosen, run_config(args), submitted=start_daemon)
                 # Every run has ended: nothing of ours is left to wind down (it stops in about 5 s;
-                # now and then its webserver sat out the whole default grace).
-                dagster.stop(grace=STOP_GRACE_SECONDS)
+                # now and then its webserver sat out the whole default grace). It stops while the
+                # results are read and printed.
+                stopping = threading.Thread(target=dagster.stop, kwargs={"grace": STOP_GRACE_SECONDS})
+                stopping.start()
+                try:
+                    summarise(started)
+                finally:
+                    stopping.join()
         finally:
             dagster.stop()
+        return
     summarise(started)
 
 

@@ -36,11 +36,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def dagster_command(host: str, port: int) -> list[str]:
-    """`dagster dev`: webserver, daemon and one code server shared by both, over workspace.yaml."""
-    return [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
-
-
 def webserver_command(host: str, port: int) -> list[str]:
     """The webserver alone, with a code server of its own, over workspace.yaml (the same code location name)."""
     return [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
@@ -120,13 +115,12 @@ def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 2
 
 
 class LocalDagster:
-    """`dagster dev` on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts.
+    """Dagster on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts: the
+    webserver and the daemon (`pipelines.daemon`: Dagster's, its backfills looked at every few seconds
+    instead of every 30), each in a session of its own, each with a code server of its own.
 
-    `daemon_later`: the webserver alone until `start_daemon()`, then the daemon beside it (each in
-    a session of its own). The daemon looks for backfills when it starts and every few seconds after
-    (pipelines.daemon; `dagster dev`'s every 30 s); started once a backfill is submitted, it launches
-    the first runs at its first look (the webserver of `dagster dev` answers only after its daemon has
-    had that look).
+    `daemon_later`: the webserver alone until `start_daemon()`. The daemon looks for backfills as it
+    starts; started once a backfill is submitted, it launches the first runs at that first look.
     """
 
     def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None,
@@ -143,15 +137,15 @@ class LocalDagster:
     def start(self) -> "LocalDagster":
         """Start it without waiting (the `with` block waits until it answers): other work can overlap its start-up."""
         if self.process is None:
-            command = (webserver_command("127.0.0.1", self.port) if self.daemon_later
-                       else dagster_command("127.0.0.1", self.port))
-            self.process = start(command, env=self.env, log_path=self.log_path)
+            self.process = start(webserver_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
+            if not self.daemon_later:
+                self.start_daemon()
         return self
 
     def start_daemon(self) -> None:
-        """The daemon of a `daemon_later` Dagster (nothing to do for `dagster dev`, which has its own).
-        A session of its own too (a process cannot join a group of another session): two groups to stop."""
-        if self.daemon_later and self.daemon is None and self.process is not None:
+        """The daemon beside the webserver (once). A session of its own too (a process cannot join a group
+        of another session): two groups to stop."""
+        if self.daemon is None and self.process is not None:
             self.daemon = start(daemon_command(), env=self.env, log_path=self.log_path)
 
     @property

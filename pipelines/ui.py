@@ -4,11 +4,12 @@ Beside them a small file route serves the storage folder's figures and
 reports over http (`--files-port`, 3001): the figures the Dagster UI shows
 inline and the report it links are loaded from there.
 
-Dagster (`dagster dev`: webserver, daemon and code server) reads DAGSTER_HOME;
+Dagster (its webserver, and its daemon with backfills looked at every few
+seconds: `pipelines.daemon`) reads DAGSTER_HOME;
 MLflow (`mlflow ui`) reads the SQLite store the training runs write, the same
 URI `MlflowTracking` resolves. Each server runs in its own process group, so
-Ctrl-C (or SIGTERM/SIGHUP to this script) stops both and everything they
-started; if one dies, the other is stopped too.
+Ctrl-C (or SIGTERM/SIGHUP to this script) stops all and everything they
+started; if one dies, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from urllib.parse import urlsplit
 from pipelines.resources.paths import ensure_dagster_home, files_url, storage_dir
 from pipelines.resources.tracking import UI_VIEW_QUERY, MlflowTracking
 from pipelines.server_profile import use_profile
-from pipelines.services import BIN, REPO, dagster_command, record_ui, serve_files, stop, ui_state_path
+from pipelines.services import (BIN, REPO, daemon_command, record_ui, serve_files, stop, ui_state_path,
+                                webserver_command)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,15 +41,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def commands(args: argparse.Namespace, tracking: MlflowTracking) -> dict[str, list[str]]:
-    dagster = dagster_command(args.host, args.dagster_port)
+    dagster = {"dagster": webserver_command(args.host, args.dagster_port), "dagster-daemon": daemon_command()}
     if tracking.resolved_uri().startswith(("http://", "https://", "databricks")):
-        return {"dagster": dagster}  # a tracking server has its own UI
+        return dagster  # a tracking server has its own UI
     mlflow = [str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking.resolved_uri(),
               "--host", args.host, "--port", str(args.mlflow_port)]
     artifacts = tracking.artifact_location()
     if artifacts:  # experiments made in the UI keep their artifacts beside the store, not in the cwd
         mlflow += ["--default-artifact-root", artifacts, "--no-serve-artifacts"]
-    return {"dagster": dagster, "mlflow": mlflow}
+    return {**dagster, "mlflow": mlflow}
 
 
 def _raise_interrupt(signum, frame):
@@ -64,8 +66,8 @@ def main(argv=None) -> int:
     mlflow_url = f"http://{args.host}:{args.mlflow_port}" if "mlflow" in to_start else tracking.resolved_ui_url()
     processes: dict[str, subprocess.Popen] = {}
     # SIGINT too: started in the background it may be ignored, and an ignored
-    # SIGINT is inherited, which would make `dagster dev` ignore SIGTERM as well
-    # (it maps SIGTERM to its SIGINT handler).
+    # SIGINT is inherited, which would make Dagster's servers ignore SIGTERM as well
+    # (they map SIGTERM to their SIGINT handler).
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupt)
     # MLflow's job runner (huey workers for GenAI jobs) is of no use here and costs a few processes.
@@ -84,15 +86,15 @@ def main(argv=None) -> int:
               f"MLflow UI:  {mlflow_url}/#/experiments/{tracking.experiment_id()}/runs{UI_VIEW_QUERY}"
               f"  ({tracking.resolved_uri()})\n"
               f"figures and reports: {env['CONVLAB_FILES_URL']}  ({storage_dir()})\n"
-              "Ctrl-C stops both.", flush=True)
+              "Ctrl-C stops them all.", flush=True)
         while True:
             for name, process in processes.items():
                 if process.poll() is not None:
-                    print(f"{name} exited with status {process.returncode}; stopping the other", file=sys.stderr)
+                    print(f"{name} exited with status {process.returncode}; stopping the others", file=sys.stderr)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\nstopping both UIs", flush=True)
+        print("\nstopping the UIs", flush=True)
         return 0
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the cleanup short

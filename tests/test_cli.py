@@ -190,7 +190,8 @@ def test_make_ui_serves_both_uis_over_the_project_stores(convlab_home):
 
     tracking = MlflowTracking()
     started = commands(parse_args([]), tracking)
-    assert started["dagster"][1:] == ["dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"]
+    assert started["dagster"][1:] == ["-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"]
+    assert started["dagster-daemon"][1:] == ["-m", "pipelines.daemon", "run", "-w", str(REPO / "workspace.yaml")]
     mlflow = started["mlflow"]
     assert mlflow[mlflow.index("--backend-store-uri") + 1] == tracking.resolved_uri()
     assert tracking.resolved_uri() == f"sqlite:///{convlab_home / 'mlflow' / 'mlflow.db'}"
@@ -198,4 +199,4 @@ def test_make_ui_serves_both_uis_over_the_project_stores(convlab_home):
     assert mlflow[mlflow.index("--port") + 1] == "5000"
 
     remote = commands(parse_args(["--dagster-port", "3100"]), MlflowTracking(tracking_uri="http://mlflow:5000"))
-    assert list(remote) == ["dagster"] and remote["dagster"][-1] == "3100"
+    assert list(remote) == ["dagster", "dagster-daemon"] and remote["dagster"][-1] == "3100"

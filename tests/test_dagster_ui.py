@@ -1,6 +1,6 @@
 """The graph run the ways users run it: through a running Dagster webserver and daemon.
 
-One `dagster dev` (webserver, daemon, code server) on a free port of
+One Dagster as `make ui` starts it (webserver and daemon) on a free port of
 127.0.0.1 over temporary stores, driven through the webserver's GraphQL API,
 the API the UI calls: (b) `make run`, which submits one backfill of every
 asset over every partition (the UI's own request for a backfill), (a)
@@ -124,7 +124,7 @@ def test_make_run_submits_one_backfill_over_every_partition_that_materialises_ev
     printed = capsys.readouterr().out
     assert f"submitting to the running Dagster of make ui: {api.url}" in printed
     backfill_id = re.search(r"backfill (\w+): every asset over 4 experiment partition", printed).group(1)
-    # make run ends when the outcome is decided; the daemon records it at its next look (every 30 s)
+    # make run ends when the outcome is decided; the daemon records it at its next look
     status = wait_for_backfill(api, backfill_id, BACKFILL_DONE)
     runs = api.runs(tags={BACKFILL_TAG: backfill_id})
     partitions = [key for asset, key in everything() if asset == "trained_model"]

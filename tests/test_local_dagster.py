@@ -1,7 +1,7 @@
 """The Dagster `make run` starts for itself: the webserver first, the daemon once the backfill is in.
 
-The daemon looks for backfills when it starts and every 30 s after, so the
-order decides how long the first runs wait. What must hold: before
+The daemon looks for backfills when it starts and every few seconds after
+(Dagster's own every 30 s), so the order decides how long the first runs wait. What must hold: before
 `start_daemon()` nothing but the webserver runs (no daemon heartbeat), after
 it the daemon beats, and stopping ends every process of both groups.
 """
