@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from conv_core.data import MNIST_MEAN, MNIST_STD
+from conv_core.pooling import MaxPool2x2, is_plain_2x2
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,11 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
     what this trains; the model itself keeps the lecture's order, which
     captum's backward rules and the figures rely on.
     """
-    stages = list(model.named_children())
+    stages = [(name, MaxPool2x2() if is_plain_2x2(module) else module) for name, module in model.named_children()]
     reordered = []
     while stages:
         (name, module), stages = stages[0], stages[1:]
-        if isinstance(module, nn.ReLU) and stages and isinstance(stages[0][1], nn.MaxPool2d):
+        if isinstance(module, nn.ReLU) and stages and isinstance(stages[0][1], (nn.MaxPool2d, MaxPool2x2)):
             reordered.append(stages[0])
             stages = stages[1:]
         reordered.append((name, module))
