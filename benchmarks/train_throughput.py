@@ -36,6 +36,7 @@ from torchvision import transforms
 from conv_core.data import MNIST_MEAN, MNIST_STD
 from conv_core.models import build_model
 from conv_core.train import TrainConfig, default_threads, layout_candidates, resolve_device, resolve_layout, train
+from conv_core.pooling import SWITCH_VARIABLE
 
 # Training FLOPs per 60,000-image epoch, forward and backward, estimated from the
 # forward multiply-adds per image (seed CNN 889,840 = 28*28*225 + 14*14*3600 + 7840;
@@ -175,10 +176,25 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
                 if (layout, count) != (chosen, default_count):
                     timed[described(layout, base.batch_size, count)] = \
                         lambda fixed=fixed, count=count: convlab_epoch(fixed, images, labels, count)
+        if cpu:  # the same default without the C pooling kernel: what it buys
+            timed["DEFAULT with torch's max_pool2d (CONVLAB_NATIVE_POOL=0)"] = \
+                lambda: _without_native_pool(lambda: convlab_epoch(base, images, labels, default_count))
         wide = replace(base, batch_size=512)
         timed[described(resolve_layout(wide, device), 512, default_count)] = \
             lambda: convlab_epoch(wide, images, labels, default_count)
     return timed
+
+
+def _without_native_pool(run):
+    before = os.environ.get(SWITCH_VARIABLE)
+    os.environ[SWITCH_VARIABLE] = "0"
+    try:
+        return run()
+    finally:
+        if before is None:
+            del os.environ[SWITCH_VARIABLE]
+        else:
+            os.environ[SWITCH_VARIABLE] = before
 
 
 def _with_threads(count, run):

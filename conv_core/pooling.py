@@ -48,7 +48,9 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 def _run(function, rows: int, *tensors_and_sizes) -> None:
     arguments = [native.pointer(t, t.dtype) if isinstance(t, torch.Tensor) else ctypes.c_int64(t)
                  for t in tensors_and_sizes]
-    native.run_split(function, rows, *arguments, grain=64)
+    # One thread for the rows of a batch of 128 (about 1,800): handing half of them to a second thread
+    # cost more than it saved there; larger batches split.
+    native.run_split(function, rows, *arguments, grain=1024)
 
 
 class _MaxPool2x2(torch.autograd.Function):
