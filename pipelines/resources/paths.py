@@ -56,11 +56,12 @@ def max_concurrent_runs() -> int:
 
 
 def training_pool_limit(concurrent_runs: int) -> int:
-    """Steps at once in the `gpu` pool: one per GPU where CUDA is, else as many as the run queue lets run
-    (CPU training steps may overlap; they share the cores, not a device)."""
+    """Steps at once in the `gpu` pool: one per GPU where CUDA is, else one fewer than the run queue lets
+    run (CPU training steps may overlap, they share the cores, not a device; the run slot left over takes
+    the analyses as soon as their models are trained, instead of after every training queued before them)."""
     import torch  # here, not at the top: every process imports this module, few need torch's CUDA probe
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else concurrent_runs
+    return torch.cuda.device_count() if torch.cuda.is_available() else max(1, concurrent_runs - 1)
 
 
 def dagster_storage_yaml() -> str:
@@ -75,8 +76,8 @@ def dagster_storage_yaml() -> str:
 
 
 # The instance settings of this lab. Pools: training steps sit in pool "gpu";
-# its limit keeps one step per GPU, or lets CPU steps overlap up to the run
-# queue's limit (`training_pool_limit`). Enforced when runs are dequeued
+# its limit keeps one step per GPU, or lets CPU steps overlap up to one less
+# than the run queue's limit (`training_pool_limit`). Enforced when runs are dequeued
 # (granularity run): a run whose step waits inside it for a slot polls
 # without pause and took a core from the training it waited for (12.3 minutes
 # for make run, against 8.3 with this setting). Runs: a few at once
