@@ -177,7 +177,7 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
                     timed[described(layout, base.batch_size, count)] = \
                         lambda fixed=fixed, count=count: convlab_epoch(fixed, images, labels, count)
         if cpu:  # the same default without the C pooling kernel: what it buys
-            timed["DEFAULT with torch's max_pool2d (CONVLAB_NATIVE_POOL=0)"] = \
+            timed["DEFAULT, torch's max_pool2d (NATIVE_POOL=0)"] = \
                 lambda: _without_native_pool(lambda: convlab_epoch(base, images, labels, default_count))
         wide = replace(base, batch_size=512)
         timed[described(resolve_layout(wide, device), 512, default_count)] = \
