@@ -26,6 +26,7 @@ import os
 import statistics
 import time
 from dataclasses import replace
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,8 @@ from torchvision import transforms
 
 from conv_core.data import MNIST_MEAN, MNIST_STD
 from conv_core.models import build_model
-from conv_core.train import TrainConfig, default_threads, layout_candidates, resolve_device, resolve_layout, train
 from conv_core.pooling import SWITCH_VARIABLE
+from conv_core.train import TrainConfig, default_threads, layout_candidates, resolve_device, resolve_layout, train
 
 # Training FLOPs per 60,000-image epoch, forward and backward, estimated from the
 # forward multiply-adds per image (seed CNN 889,840 = 28*28*225 + 14*14*3600 + 7840;
@@ -186,15 +187,8 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
 
 
 def _without_native_pool(run):
-    before = os.environ.get(SWITCH_VARIABLE)
-    os.environ[SWITCH_VARIABLE] = "0"
-    try:
+    with mock.patch.dict(os.environ, {SWITCH_VARIABLE: "0"}):
         return run()
-    finally:
-        if before is None:
-            del os.environ[SWITCH_VARIABLE]
-        else:
-            os.environ[SWITCH_VARIABLE] = before
 
 
 def _with_threads(count, run):

@@ -30,8 +30,8 @@ def native_pool_enabled() -> bool:
 
 
 def _kernel(name: str, dtype: torch.dtype):
-    library = native.load("maxpool2x2")
-    return None if library is None else getattr(library, f"maxpool2x2_{name}_{_SUFFIX[dtype]}")
+    """A kernel entry point; only asked for once `kernel_applies` found the library built."""
+    return getattr(native.load("maxpool2x2"), f"maxpool2x2_{name}_{_SUFFIX[dtype]}")
 
 
 def kernel_applies(x: torch.Tensor) -> bool:

@@ -301,8 +301,9 @@ def settled_status(progress: BackfillProgress, runs: list[RunSummary]) -> str | 
     """The backfill's final state once nothing more will run, else None; the caller knows all its runs ended.
 
     Dagster marks a backfill complete at the daemon's next look after its last run (a few seconds
-    later with pipelines.daemon, up to 30 s with Dagster's own daemon under another `make ui`). Once the daemon has launched every target and every run has ended, the outcome is
-    already decided: the runs' states say it, without that wait."""
+    later with pipelines.daemon, up to 30 s with Dagster's own). Once the daemon has launched every
+    target and every run has ended, the outcome is already decided: the runs' states say it, without
+    that wait."""
     if progress.status in BACKFILL_DONE:
         return progress.status
     if progress.status == "REQUESTED" and progress.unlaunched == 0 and runs:
@@ -481,6 +482,7 @@ def run(argv=None) -> None:
         prepare()
         print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
         submit_and_follow(api, chosen, run_config(args))
+        summarise(started)
     else:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -507,8 +509,6 @@ def run(argv=None) -> None:
                     stopping.join()
         finally:
             dagster.stop()
-        return
-    summarise(started)
 
 
 if __name__ == "__main__":
