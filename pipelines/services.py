@@ -14,12 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from pipelines import code_server
 from pipelines.dagster_api import DagsterApi
 
 BIN = Path(sys.executable).parent
@@ -36,14 +38,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def webserver_command(host: str, port: int) -> list[str]:
-    """The webserver alone, with a code server of its own, over workspace.yaml (the same code location name)."""
-    return [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", host, "-p", str(port)]
+def webserver_command(host: str, port: int, workspace: Path = REPO / "workspace.yaml") -> list[str]:
+    """The webserver alone over `workspace` (by default workspace.yaml: a code server of its own)."""
+    return [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
-def daemon_command() -> list[str]:
+def daemon_command(workspace: Path = REPO / "workspace.yaml") -> list[str]:
     """`dagster-daemon run`, its backfill looks every few seconds (pipelines.daemon)."""
-    return [sys.executable, "-m", "pipelines.daemon", "run", "-w", str(REPO / "workspace.yaml")]
+    return [sys.executable, "-m", "pipelines.daemon", "run", "-w", str(workspace)]
+
+
+def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 240,
+                  stopping: threading.Event | None = None) -> None:
+    """Until something listens on host:port; raises if `process` exits first, `stopping` is set or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stopping is not None and stopping.is_set():
+            raise RuntimeError("stopped while starting")
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with status {process.returncode} before it listened")
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on {host}:{port} within {timeout:.0f} s")
 
 
 def start(command: list[str], env: dict | None = None, log_path: Path | None = None) -> subprocess.Popen:
@@ -110,14 +129,24 @@ def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 2
                 return
             except Exception as error:  # still loading, or a load error worth showing if it persists
                 last_error = str(error)
-        time.sleep(1)
+        time.sleep(0.25)
     raise RuntimeError(f"Dagster was not up within {timeout:.0f} s: {last_error}")
 
 
+def create_storage(dagster_home: Path) -> None:
+    """Create the instance's storage (a fresh home's SQLite schemas) before several processes open it at
+    once: two that find it missing both create it, and Dagster then refuses the doubled schema version."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+
+
 class LocalDagster:
-    """Dagster on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts: the
-    webserver and the daemon (`pipelines.daemon`: Dagster's, its backfills looked at every few seconds
-    instead of every 30), each in a session of its own, each with a code server of its own.
+    """Dagster on a free port of 127.0.0.1 over DAGSTER_HOME, for as long as the `with` block lasts: one
+    code server (`pipelines.code_server`: Dagster's, its runs forked from a process that has imported
+    the lab), and the webserver and the daemon (`pipelines.daemon`: Dagster's, its backfills looked at
+    every few seconds instead of every 30) over it, each in a session of its own.
 
     `daemon_later`: the webserver alone until `start_daemon()`. The daemon looks for backfills as it
     starts; started once a backfill is submitted, it launches the first runs at that first look.
@@ -131,41 +160,78 @@ class LocalDagster:
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = DagsterApi(self.url)
         self.daemon_later = daemon_later
-        self.process: subprocess.Popen | None = None  # the process group's leader
+        self.process: subprocess.Popen | None = None  # the webserver's process group's leader
         self.daemon: subprocess.Popen | None = None
+        self.code_server: subprocess.Popen | None = None
+        self.code_port = free_port()
+        self.home = Path((env or os.environ).get("DAGSTER_HOME") or tempfile.mkdtemp(prefix="dagster-"))
+        self.workspace = self.home / f"convlab-workspace-{self.code_port}.yaml"  # both on the one code server
+        self._starting: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._start_error: Exception | None = None
 
     def start(self) -> "LocalDagster":
-        """Start it without waiting (the `with` block waits until it answers): other work can overlap its start-up."""
-        if self.process is None:
-            self.process = start(webserver_command("127.0.0.1", self.port), env=self.env, log_path=self.log_path)
+        """Start it without waiting (the `with` block waits until it answers): other work can overlap its
+        start-up. The webserver starts once the code server listens (it loads the code before it does)."""
+        if self.code_server is None:
+            create_storage(self.home)
+            self.workspace.write_text(code_server.workspace_yaml("127.0.0.1", self.code_port))
+            self.code_server = start(code_server.command("127.0.0.1", self.code_port), env=self.env,
+                                     log_path=self.log_path)
+            self._starting = threading.Thread(target=self._start_webserver, daemon=True)
+            self._starting.start()
             if not self.daemon_later:
                 self.start_daemon()
         return self
 
+    def _start_webserver(self) -> None:
+        try:
+            wait_for_port("127.0.0.1", self.code_port, self.code_server, stopping=self._stopping)
+        except RuntimeError as error:
+            self._start_error = error
+        else:
+            self.process = start(webserver_command("127.0.0.1", self.port, self.workspace), env=self.env,
+                                 log_path=self.log_path)
+
+    def _webserver(self) -> subprocess.Popen:
+        """The webserver's process, once started; raises what kept it from starting."""
+        self._starting.join()
+        if self.process is None:
+            raise RuntimeError(f"Dagster's code server did not start: {self._start_error}")
+        return self.process
+
     def start_daemon(self) -> None:
         """The daemon beside the webserver (once). A session of its own too (a process cannot join a group
-        of another session): two groups to stop."""
-        if self.daemon is None and self.process is not None:
-            self.daemon = start(daemon_command(), env=self.env, log_path=self.log_path)
+        of another session): three groups to stop."""
+        if self.daemon is None and self.code_server is not None:
+            self._webserver()
+            self.daemon = start(daemon_command(self.workspace), env=self.env, log_path=self.log_path)
 
     @property
     def groups(self) -> list[int]:
-        """The process groups it runs in (each started process leads one; runs launched join the daemon's)."""
-        return [p.pid for p in (self.process, self.daemon) if p is not None]
+        """The process groups it runs in (each started process leads one; runs join the code server's)."""
+        return [p.pid for p in (self.code_server, self.process, self.daemon) if p is not None]
 
     def __enter__(self) -> "LocalDagster":
         self.start()
         try:
-            wait_until_up(self.api, self.process)
+            wait_until_up(self.api, self._webserver())
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
-        if self.process is not None:
-            stop({"dagster": self.process, **({"dagster-daemon": self.daemon} if self.daemon else {})}, grace)
-            self.process = self.daemon = None
+        if self.code_server is not None:
+            self._stopping.set()
+            self._starting.join()
+            # the webserver and the daemon first: both talk to the code server, which lingers while they do
+            stop({name: process for name, process in (("dagster", self.process), ("dagster-daemon", self.daemon))
+                  if process is not None}, grace)
+            stop({"dagster code server": self.code_server}, grace)
+            self.process = self.daemon = self.code_server = self._starting = None
+            self._stopping.clear()
+            self.workspace.unlink(missing_ok=True)
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -2,8 +2,8 @@
 
 The daemon looks for backfills when it starts and every few seconds after
 (Dagster's own every 30 s), so the order decides how long the first runs wait. What must hold: before
-`start_daemon()` nothing but the webserver runs (no daemon heartbeat), after
-it the daemon beats, and stopping ends every process of both groups.
+`start_daemon()` nothing but the code server and the webserver run (no daemon heartbeat), after
+it the daemon beats, and stopping ends every process of the three groups.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def test_the_daemon_starts_when_asked_and_stops_with_the_webserver(tmp_path, mon
     ensure_dagster_home()
     dagster = LocalDagster(env=env, log_path=tmp_path / "dagster.log", daemon_later=True)
     with dagster:
-        assert len(dagster.groups) == 1
-        assert "BACKFILL" not in _beating(dagster.api)  # the webserver alone
+        assert len(dagster.groups) == 2
+        assert "BACKFILL" not in _beating(dagster.api)  # the code server and the webserver alone
         dagster.start_daemon()
         groups = dagster.groups
-        assert len(groups) == 2
+        assert len(groups) == 3
         deadline = time.monotonic() + 120
         while "BACKFILL" not in _beating(dagster.api):
             assert time.monotonic() < deadline, (tmp_path / "dagster.log").read_text()[-3000:]
