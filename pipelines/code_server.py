@@ -21,6 +21,7 @@ to pick up changes (`make ui` keeps Dagster's own reloadable code server).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -87,7 +88,21 @@ def main() -> None:
     if not use_warm_runs(warm_context()):
         print("this Dagster's code server cannot take a forkserver: runs start cold", file=sys.stderr)
     sys.argv = ["dagster", "api", "grpc", *sys.argv[1:]]
-    sys.exit(dagster())
+    try:
+        sys.exit(dagster())
+    finally:
+        stop_helpers()
+
+
+def stop_helpers() -> None:
+    """Stop the forkserver helper and multiprocessing's resource tracker and reap them. Left to end by
+    themselves once this process is gone, they linger as zombies of its process group until init reaps
+    them, and whoever waits for the group to end waits for that."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
+        with contextlib.suppress(Exception):  # private stop methods: a Python without them leaves them be
+            helper._stop()
 
 
 if __name__ == "__main__":
