@@ -41,6 +41,20 @@ def candidates(grid: dict[str, tuple]) -> list[tuple[tuple[str, object], ...]]:
     return [tuple(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
 
 
+def grid_axis(text: str) -> tuple[str, tuple]:
+    """"batch_size=128,256" -> ("batch_size", (128, 256)): a TrainConfig field and its candidate values,
+    each read as that field's default is typed (int or float)."""
+    name, _, values = text.partition("=")
+    fields = TrainConfig.__dataclass_fields__
+    if name not in fields or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=V1,V2,... with FIELD one of {', '.join(fields)}")
+    kind = type(fields[name].default) if isinstance(fields[name].default, (int, float)) else float
+    try:
+        return name, tuple(kind(value) for value in values.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {name} takes {kind.__name__} values") from None
+
+
 def run_trial(base: TrainConfig, settings, train_split, validation, threads: int | None = None) -> Trial:
     started = time.perf_counter()
     config = replace(base, **dict(settings))
@@ -86,6 +100,9 @@ def main(argv=None) -> None:
     parser.add_argument("--schedules", nargs="+", type=int, default=None, metavar="EPOCHS",
                         help="compare training lengths instead of the grid: one candidate per epoch count, "
                              "the other settings at their defaults")
+    parser.add_argument("--grid", nargs="+", type=grid_axis, default=None, metavar="NAME=V1,V2",
+                        help="the grid to search instead of GRID, e.g. batch_size=128,256 lr=0.003,0.006 "
+                             "(any TrainConfig field; the others at their defaults)")
     parser.add_argument("--dataset", choices=DATASET_NAMES, default="mnist")
     parser.add_argument("--source", default=None, help="data source (default: the offline sample for MNIST, "
                                                        "else auto)")
@@ -103,7 +120,7 @@ def main(argv=None) -> None:
     validation = (splits.train_images[held], splits.train_labels[held])
     print(f"{len(kept):,} training and {len(held):,} validation digits "
           f"({splits.provenance['description'].split(';')[0]}); the test digits are not used")
-    grid = {"epochs": tuple(args.schedules)} if args.schedules else GRID
+    grid = {"epochs": tuple(args.schedules)} if args.schedules else (dict(args.grid) if args.grid else GRID)
     trials = []
     for settings in candidates(grid):
         for model, seed in itertools.product(args.models, args.seeds):

@@ -35,6 +35,7 @@ def _both_ways(pool, x, grad_seed=1):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(5, 9, 28, 28), (5, 16, 14, 14), (3, 5, 6, 8),  # 5: not a constant of the kernel
+                                   (3, 20, 6, 8),  # more channels than one AVX-512 vector holds
                                    (160, 9, 28, 28)])  # rows enough to split between threads
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_kernel_gives_torchs_values_and_gradients(dtype, shape, threads):

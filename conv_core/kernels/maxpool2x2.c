@@ -19,6 +19,10 @@
  */
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define HAVE_AVX512 1
+#endif
 
 static inline float widen_bf16(uint16_t bits)
 {
@@ -102,7 +106,119 @@ FORWARD_ROWS(forward_rows_bf16, uint16_t, widen_bf16)
 BACKWARD_ROWS(backward_rows_f32, float)
 BACKWARD_ROWS(backward_rows_bf16, uint16_t)
 
-/* The exported entry points: the lab's channel counts as constants, any other as a variable. */
+#ifdef HAVE_AVX512
+/* With AVX-512 a window's channels (up to 16) are one masked vector per cell: the same comparisons in
+ * the same order as the scalar loops, on all channels at once. The scalar code above, unrolled over 9
+ * channels, ran at a third of the speed it reaches for 16 (which the compiler vectorises itself).
+ * bfloat16 is widened to float32 by its bits and narrowed back by them, so values pass unchanged. */
+static inline __m512 load_f32(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+static inline __m512 load_bf16(const uint16_t *p, __mmask16 m)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+static inline void store_f32(float *p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+static inline void store_bf16(uint16_t *p, __mmask16 m, __m512 v)
+{
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+}
+
+/* Lanes where `v` takes the window from `best`: larger, or NaN (as `wins`). */
+static inline __mmask16 wins_vector(__m512 v, __m512 best)
+{
+    return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+}
+
+#define FORWARD_ROWS_VECTOR(NAME, TYPE, LOAD, STORE)                                        \
+    static void NAME(const TYPE *x, TYPE *out, uint8_t *argmax, int64_t H, int64_t W, int64_t C, \
+                     int64_t start, int64_t stop)                                           \
+    {                                                                                       \
+        const int64_t OH = H / 2, OW = W / 2, row = W * C;                                  \
+        const __mmask16 m = (__mmask16)((1u << C) - 1);                                     \
+        for (int64_t r = start; r < stop; r++) {                                            \
+            const int64_t n = r / OH, oh = r % OH;                                          \
+            const TYPE *top = x + ((n * H + 2 * oh) * W) * C;                               \
+            TYPE *o = out + r * OW * C;                                                     \
+            uint8_t *a = argmax + r * OW * C;                                               \
+            for (int64_t ow = 0; ow < OW; ow++) {                                           \
+                const TYPE *p0 = top + 2 * ow * C;                                          \
+                __m512 best = LOAD(p0, m);                                                  \
+                __m128i which = _mm_setzero_si128();                                        \
+                __m512 v = LOAD(p0 + C, m);                                                 \
+                __mmask16 t = wins_vector(v, best);                                         \
+                best = _mm512_mask_mov_ps(best, t, v);                                      \
+                which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8(1));                      \
+                v = LOAD(p0 + row, m);                                                      \
+                t = wins_vector(v, best);                                                   \
+                best = _mm512_mask_mov_ps(best, t, v);                                      \
+                which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8(2));                      \
+                v = LOAD(p0 + row + C, m);                                                  \
+                t = wins_vector(v, best);                                                   \
+                best = _mm512_mask_mov_ps(best, t, v);                                      \
+                which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8(3));                      \
+                STORE(o + ow * C, m, best);                                                 \
+                _mm_mask_storeu_epi8(a + ow * C, m, which);                                 \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+FORWARD_ROWS_VECTOR(forward_rows_vector_f32, float, load_f32, store_f32)
+FORWARD_ROWS_VECTOR(forward_rows_vector_bf16, uint16_t, load_bf16, store_bf16)
+
+/* Backward: the output gradient goes to the cell that won, zero to the other three, per lane. */
+static void backward_rows_vector_f32(const float *grad_out, const uint8_t *argmax, float *grad_in, int64_t H,
+                                     int64_t W, int64_t C, int64_t start, int64_t stop)
+{
+    const int64_t OH = H / 2, OW = W / 2, row = W * C;
+    const __mmask16 m = (__mmask16)((1u << C) - 1);
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oh = r % OH;
+        float *top = grad_in + ((n * H + 2 * oh) * W) * C;
+        const float *g = grad_out + r * OW * C;
+        const uint8_t *a = argmax + r * OW * C;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            float *p0 = top + 2 * ow * C;
+            const __m512 value = _mm512_maskz_loadu_ps(m, g + ow * C);
+            const __m128i which = _mm_maskz_loadu_epi8(m, a + ow * C);
+            float *cells[4] = {p0, p0 + C, p0 + row, p0 + row + C};
+            for (int k = 0; k < 4; k++)
+                _mm512_mask_storeu_ps(cells[k], m,
+                                      _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(which, _mm_set1_epi8(k)), value));
+        }
+    }
+}
+
+static void backward_rows_vector_bf16(const uint16_t *grad_out, const uint8_t *argmax, uint16_t *grad_in,
+                                      int64_t H, int64_t W, int64_t C, int64_t start, int64_t stop)
+{
+    const int64_t OH = H / 2, OW = W / 2, row = W * C;
+    const __mmask16 m = (__mmask16)((1u << C) - 1);
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oh = r % OH;
+        uint16_t *top = grad_in + ((n * H + 2 * oh) * W) * C;
+        const uint16_t *g = grad_out + r * OW * C;
+        const uint8_t *a = argmax + r * OW * C;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            uint16_t *p0 = top + 2 * ow * C;
+            const __m256i value = _mm256_maskz_loadu_epi16(m, g + ow * C);
+            const __m128i which = _mm_maskz_loadu_epi8(m, a + ow * C);
+            uint16_t *cells[4] = {p0, p0 + C, p0 + row, p0 + row + C};
+            for (int k = 0; k < 4; k++)
+                _mm256_mask_storeu_epi16(cells[k], m,
+                                         _mm256_maskz_mov_epi16(_mm_cmpeq_epi8_mask(which, _mm_set1_epi8(k)), value));
+        }
+    }
+}
+#define VECTOR_ROWS(ROWS, A, B, C_OUT)                        \
+    if (C <= 16) {                                            \
+        ROWS(A, B, C_OUT, H, W, C, start, stop);              \
+        return;                                               \
+    }
+#else
+#define VECTOR_ROWS(ROWS, A, B, C_OUT)
+#endif
+
+/* The exported entry points: up to 16 channels as masked vectors where the CPU has AVX-512; else
+ * the lab's channel counts as constants, any other as a variable. */
 #define BY_CHANNELS(ROWS, A, B, C_OUT)                        \
     do {                                                      \
         if (C == 9)                                           \
@@ -116,23 +232,27 @@ BACKWARD_ROWS(backward_rows_bf16, uint16_t)
 void maxpool2x2_forward_f32(const float *x, float *out, uint8_t *argmax, int64_t H, int64_t W, int64_t C,
                             int64_t start, int64_t stop)
 {
+    VECTOR_ROWS(forward_rows_vector_f32, x, out, argmax)
     BY_CHANNELS(forward_rows_f32, x, out, argmax);
 }
 
 void maxpool2x2_forward_bf16(const uint16_t *x, uint16_t *out, uint8_t *argmax, int64_t H, int64_t W,
                              int64_t C, int64_t start, int64_t stop)
 {
+    VECTOR_ROWS(forward_rows_vector_bf16, x, out, argmax)
     BY_CHANNELS(forward_rows_bf16, x, out, argmax);
 }
 
 void maxpool2x2_backward_f32(const float *grad_out, const uint8_t *argmax, float *grad_in, int64_t H,
                              int64_t W, int64_t C, int64_t start, int64_t stop)
 {
+    VECTOR_ROWS(backward_rows_vector_f32, grad_out, argmax, grad_in)
     BY_CHANNELS(backward_rows_f32, grad_out, argmax, grad_in);
 }
 
 void maxpool2x2_backward_bf16(const uint16_t *grad_out, const uint8_t *argmax, uint16_t *grad_in, int64_t H,
                               int64_t W, int64_t C, int64_t start, int64_t stop)
 {
+    VECTOR_ROWS(backward_rows_vector_bf16, grad_out, argmax, grad_in)
     BY_CHANNELS(backward_rows_bf16, grad_out, argmax, grad_in);
 }
