@@ -5,7 +5,8 @@ max_pool2d took about 40% of a bf16 training step: its vectors run along the
 few channels, and its backward zero-fills the whole input gradient before
 scattering into it. `kernels/maxpool2x2.c` gives the same output and the same
 gradient, bit for bit (ties and NaN decided as torch decides them), in one
-pass each. Anything it does not cover (NCHW tensors, odd sides, other dtypes
+pass each, and can apply the ReLU that follows the pool in training in the same
+pass (torch's relu and its gradient, bit for bit too). Anything it does not cover (NCHW tensors, odd sides, other dtypes
 and devices, no C compiler) goes to `F.max_pool2d` itself, and so does
 everything when CONVLAB_NATIVE_POOL=0 (to compare, or to rule the kernel out).
 """
@@ -55,35 +56,45 @@ def _run(function, rows: int, *tensors_and_sizes) -> None:
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, relu: bool) -> torch.Tensor:
         n, c, h, w = x.shape
         out = torch.empty((n, h // 2, w // 2, c), dtype=x.dtype)
         argmax = torch.empty((n, h // 2, w // 2, c), dtype=torch.uint8)
-        _run(_kernel("forward", x.dtype), n * (h // 2), _nhwc(x), out, argmax, h, w, c)
+        _run(_kernel("forward", x.dtype), n * (h // 2), _nhwc(x), out, argmax, h, w, c, int(relu))
         ctx.save_for_backward(argmax)
         ctx.input_shape = (n, c, h, w)
         return out.permute(0, 3, 1, 2)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         (argmax,) = ctx.saved_tensors
         n, c, h, w = ctx.input_shape
         grad_out = _nhwc(grad_out.contiguous(memory_format=torch.channels_last))
         grad_in = torch.empty((n, h, w, c), dtype=grad_out.dtype)
         _run(_kernel("backward", grad_out.dtype), n * (h // 2), grad_out, argmax, grad_in, h, w, c)
-        return grad_in.permute(0, 3, 1, 2)
+        return grad_in.permute(0, 3, 1, 2), None
 
 
-def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
-    """`F.max_pool2d(x, 2)`, by the C kernel where it applies."""
-    return _MaxPool2x2.apply(x) if kernel_applies(x) else F.max_pool2d(x, 2)
+def max_pool2x2(x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """`F.max_pool2d(x, 2)`, then `F.relu` if asked, by the C kernel where it applies."""
+    if kernel_applies(x):
+        return _MaxPool2x2.apply(x, relu)
+    pooled = F.max_pool2d(x, 2)
+    return F.relu(pooled) if relu else pooled
 
 
 class MaxPool2x2(nn.Module):
-    """nn.MaxPool2d(2) computed by `max_pool2x2`."""
+    """nn.MaxPool2d(2), and the ReLU after it when `relu`, computed by `max_pool2x2`."""
+
+    def __init__(self, relu: bool = False):
+        super().__init__()
+        self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return max_pool2x2(x)
+        return max_pool2x2(x, self.relu)
+
+    def extra_repr(self) -> str:
+        return "relu=True" if self.relu else ""
 
 
 def is_plain_2x2(module: nn.Module) -> bool:

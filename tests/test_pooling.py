@@ -38,18 +38,22 @@ def _both_ways(pool, x, grad_seed=1):
                                    (3, 20, 6, 8),  # more channels than one AVX-512 vector holds
                                    (160, 9, 28, 28)])  # rows enough to split between threads
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_kernel_gives_torchs_values_and_gradients(dtype, shape, threads):
+@pytest.mark.parametrize("relu", [False, True])
+def test_the_kernel_gives_torchs_values_and_gradients(dtype, shape, threads, relu):
     x = _activations(shape, dtype)
+    x.permute(0, 2, 3, 1).view(-1)[1::7] = -0.0  # zeros of both signs: ReLU keeps -0 and passes no gradient at either
     assert kernel_applies(x)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        ours, our_grad = _both_ways(max_pool2x2, x)
+        ours, our_grad = _both_ways(lambda t: max_pool2x2(t, relu), x)
     finally:
         torch.set_num_threads(before)
-    theirs, their_grad = _both_ways(lambda t: F.max_pool2d(t, 2), x)
+    theirs, their_grad = _both_ways(lambda t: F.relu(F.max_pool2d(t, 2)) if relu else F.max_pool2d(t, 2), x)
     assert ours.dtype == theirs.dtype and ours.stride() == theirs.stride()
     assert torch.equal(ours.isnan(), theirs.isnan()) and torch.equal(ours.nan_to_num(), theirs.nan_to_num())
+    numbers = ~ours.isnan()  # a NaN's sign is whatever the arithmetic made; a zero's is ReLU's rule
+    assert torch.equal(ours.signbit()[numbers], theirs.signbit()[numbers])
     assert torch.equal(our_grad, their_grad)
     assert our_grad.is_contiguous(memory_format=torch.channels_last)
 
@@ -78,7 +82,8 @@ def test_the_training_order_of_a_channels_last_seed_cnn_matches_the_model(bf16):
     torch.manual_seed(0)
     model = build_model("seed_cnn").train().to(memory_format=torch.channels_last)
     view = pool_before_relu(model)
-    assert sum(isinstance(m, MaxPool2x2) for m in view) == 2
+    assert sum(isinstance(m, MaxPool2x2) and m.relu for m in view) == 2  # each pool with its ReLU
+    assert not any(isinstance(m, torch.nn.ReLU) for m in view[:5])
     x = torch.rand(16, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     x[:8, :, :10] = 0  # blank rows: windows of tied maxima
     results = []

@@ -15,7 +15,9 @@
  * values are compared as the float32 they widen to (their 16 bits, shifted up).
  *
  * Work is split by output rows: a row is (image, output row), all columns and
- * channels; [start, stop) of the N * H/2 rows. H and W are even.
+ * channels; [start, stop) of the N * H/2 rows. H and W are even. The forward can
+ * apply the ReLU that follows the pool in training (`relu`), sparing torch's
+ * ReLU a pass over the output each way.
  */
 #include <stdint.h>
 #include <string.h>
@@ -211,7 +213,7 @@ static void backward_rows_vector_bf16(const uint16_t *grad_out, const uint8_t *a
 #define VECTOR_ROWS(ROWS, A, B, C_OUT)                        \
     if (C <= 16) {                                            \
         ROWS(A, B, C_OUT, H, W, C, start, stop);              \
-        return;                                               \
+        break;                                                \
     }
 #else
 #define VECTOR_ROWS(ROWS, A, B, C_OUT)
@@ -229,30 +231,66 @@ static void backward_rows_vector_bf16(const uint16_t *grad_out, const uint8_t *a
             ROWS(A, B, C_OUT, H, W, C, start, stop);          \
     } while (0)
 
-void maxpool2x2_forward_f32(const float *x, float *out, uint8_t *argmax, int64_t H, int64_t W, int64_t C,
-                            int64_t start, int64_t stop)
+/* ReLU after the pool, on the rows just pooled (still in cache), as torch's relu and its backward
+ * decide: a negative maximum becomes +0 (-0 stays -0, NaN stays NaN), and the gradient passes only
+ * where the result is above zero or NaN, so a window whose result is not gets winner 4: none. */
+static void relu_rows_f32(float *out, uint8_t *argmax, int64_t count)
 {
-    VECTOR_ROWS(forward_rows_vector_f32, x, out, argmax)
-    BY_CHANNELS(forward_rows_f32, x, out, argmax);
+    for (int64_t i = 0; i < count; i++) {
+        const float v = out[i];
+        out[i] = v < 0 ? 0.0f : v;
+        argmax[i] = v <= 0 ? 4 : argmax[i];
+    }
+}
+
+static void relu_rows_bf16(uint16_t *out, uint8_t *argmax, int64_t count)
+{
+    for (int64_t i = 0; i < count; i++) {
+        const float v = widen_bf16(out[i]);
+        out[i] = v < 0 ? 0 : out[i];
+        argmax[i] = v <= 0 ? 4 : argmax[i];
+    }
+}
+
+/* relu: the pool's output through ReLU as well (argmax 4 where no cell gets the gradient). */
+void maxpool2x2_forward_f32(const float *x, float *out, uint8_t *argmax, int64_t H, int64_t W, int64_t C,
+                            int64_t relu, int64_t start, int64_t stop)
+{
+    const int64_t per_row = (W / 2) * C;
+    do {
+        VECTOR_ROWS(forward_rows_vector_f32, x, out, argmax)
+        BY_CHANNELS(forward_rows_f32, x, out, argmax);
+    } while (0);
+    if (relu)
+        relu_rows_f32(out + start * per_row, argmax + start * per_row, (stop - start) * per_row);
 }
 
 void maxpool2x2_forward_bf16(const uint16_t *x, uint16_t *out, uint8_t *argmax, int64_t H, int64_t W,
-                             int64_t C, int64_t start, int64_t stop)
+                             int64_t C, int64_t relu, int64_t start, int64_t stop)
 {
-    VECTOR_ROWS(forward_rows_vector_bf16, x, out, argmax)
-    BY_CHANNELS(forward_rows_bf16, x, out, argmax);
+    const int64_t per_row = (W / 2) * C;
+    do {
+        VECTOR_ROWS(forward_rows_vector_bf16, x, out, argmax)
+        BY_CHANNELS(forward_rows_bf16, x, out, argmax);
+    } while (0);
+    if (relu)
+        relu_rows_bf16(out + start * per_row, argmax + start * per_row, (stop - start) * per_row);
 }
 
 void maxpool2x2_backward_f32(const float *grad_out, const uint8_t *argmax, float *grad_in, int64_t H,
                              int64_t W, int64_t C, int64_t start, int64_t stop)
 {
-    VECTOR_ROWS(backward_rows_vector_f32, grad_out, argmax, grad_in)
-    BY_CHANNELS(backward_rows_f32, grad_out, argmax, grad_in);
+    do {
+        VECTOR_ROWS(backward_rows_vector_f32, grad_out, argmax, grad_in)
+        BY_CHANNELS(backward_rows_f32, grad_out, argmax, grad_in);
+    } while (0);
 }
 
 void maxpool2x2_backward_bf16(const uint16_t *grad_out, const uint8_t *argmax, uint16_t *grad_in, int64_t H,
                               int64_t W, int64_t C, int64_t start, int64_t stop)
 {
-    VECTOR_ROWS(backward_rows_vector_bf16, grad_out, argmax, grad_in)
-    BY_CHANNELS(backward_rows_bf16, grad_out, argmax, grad_in);
+    do {
+        VECTOR_ROWS(backward_rows_vector_bf16, grad_out, argmax, grad_in)
+        BY_CHANNELS(backward_rows_bf16, grad_out, argmax, grad_in);
+    } while (0);
 }
