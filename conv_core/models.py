@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from conv_core.data import MNIST_MEAN, MNIST_STD
+from conv_core.first_layer import ConvPoolReLU, layer_fits
 from conv_core.pooling import MaxPool2x2, is_plain_2x2
 
 
@@ -181,7 +182,9 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
     window maximum, and the ReLU passes or stops it by the same sign. The
     ReLU then works on a quarter of the values (about 15% of a seed CNN step,
     fp32), and inside the pooling kernel (`MaxPool2x2(relu=True)`) it costs
-    no pass of its own. Modules and names are shared with `model`, so its
+    no pass of its own. A first layer of one input channel, its pool and
+    ReLU become one stage (`ConvPoolReLU`, named after the convolution). Modules
+    and parameters are shared with `model`, so its
     weights are what this trains; the model itself keeps the lecture's order,
     which captum's backward rules and the figures rely on.
     """
@@ -196,4 +199,16 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
                 continue
             reordered.append((pool_name, pool))
         reordered.append((name, module))
-    return nn.Sequential(OrderedDict(reordered))
+    return nn.Sequential(OrderedDict(_fuse_first_layer(reordered)))
+
+
+def _fuse_first_layer(stages: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """A one-channel convolution followed by a pool with its ReLU becomes one `ConvPoolReLU` stage
+    (conv_core.first_layer: one C pass where the CPU has AVX-512, the same two modules elsewhere)."""
+    fused = []
+    while stages:
+        (name, module), stages = stages[0], stages[1:]
+        if layer_fits(module) and stages and isinstance(stages[0][1], MaxPool2x2) and stages[0][1].relu:
+            module, stages = ConvPoolReLU(module), stages[1:]
+        fused.append((name, module))
+    return fused

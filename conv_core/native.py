@@ -122,17 +122,24 @@ def _workers(count: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def run_split(function, items: int, *arguments, threads: int | None = None, grain: int = 256) -> None:
-    """Call function(*arguments, start, stop) over [0, items) in contiguous parts, one per thread.
-
-    ctypes lets go of the GIL during the call, so the parts run in parallel
-    (the first on the calling thread); `threads` defaults to torch's intra-op
-    thread count, cut to one part per `grain` items where there are few.
-    """
+def split(items: int, threads: int | None = None, grain: int = 256) -> list[tuple[int, int]]:
+    """[0, items) in contiguous (start, stop) parts, one per thread: `threads` defaults to torch's
+    intra-op thread count, cut to one part per `grain` items where there are few."""
     threads = max(1, min(threads or torch.get_num_threads(), -(-items // grain)))
     bounds = [items * part // threads for part in range(threads + 1)]
-    parts = [(ctypes.c_int64(start), ctypes.c_int64(stop)) for start, stop in zip(bounds, bounds[1:])]
-    others = [_workers(threads - 1).submit(function, *arguments, *part) for part in parts[1:]] if threads > 1 else []
-    function(*arguments, *parts[0])
+    return list(zip(bounds, bounds[1:]))
+
+
+def run_parts(calls: list[tuple]) -> None:
+    """Call function(*arguments) for each (function, *arguments) of `calls` at once, the first on the
+    calling thread (ctypes lets go of the GIL during a call, so they run in parallel)."""
+    others = [_workers(len(calls) - 1).submit(*call) for call in calls[1:]] if len(calls) > 1 else []
+    calls[0][0](*calls[0][1:])
     for other in others:
         other.result()
+
+
+def run_split(function, items: int, *arguments, threads: int | None = None, grain: int = 256) -> None:
+    """Call function(*arguments, start, stop) over [0, items) in contiguous parts (`split`), one per thread."""
+    run_parts([(function, *arguments, ctypes.c_int64(start), ctypes.c_int64(stop))
+               for start, stop in split(items, threads, grain)])

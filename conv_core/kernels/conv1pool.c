@@ -1,0 +1,192 @@
+/* A network's first layer in one pass: convolution of a one-channel image (K x K, stride 1, on an input
+ * already zero-padded), bias, 2x2 max pooling and ReLU, forward and backward, in float32 arithmetic.
+ *
+ * torch's oneDNN convolution serves one input channel badly: the seed CNN's first convolution (1 -> 9
+ * channels, 5x5) ran at a fifth of the rate of its second. Here a pooled output's channels (up to 16)
+ * are one AVX-512 vector: the four convolution outputs of its window are computed in registers (each
+ * pixel of the window's (K+1) x (K+1) patch broadcast once, against every tap it meets), pooled as
+ * conv_core/kernels/maxpool2x2.c pools (the first cell wins a tie, a NaN wins over what came before),
+ * then ReLU'd as torch's relu (a negative maximum becomes +0), and only the pooled output is written,
+ * with which cell won (4: none, ReLU stopped it).
+ *
+ * Backward: only a window's winner has a gradient, so the weight gradient takes one window cell per
+ * pooled output, a quarter of a convolution's work. There is no gradient for the input (the data).
+ * Each part of the work [start, stop) of the pooled rows adds into weight and bias gradients of its own;
+ * the caller sums the parts in a fixed order (the same thread count: the same bits).
+ *
+ * Layouts: input (N, HP, WP) float32; output (N, OH, OW, C) channels-last, float32 or bfloat16
+ * (rounded to nearest even, as torch rounds); weights (C, K, K) float32. C <= 16.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+
+int conv1pool_available(void) { return 1; }
+
+/* float32 -> bfloat16 bits as torch converts: round to nearest even, every NaN to 0x7fc0. */
+static inline __m256i narrow_bf16(__m512 v)
+{
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i high = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+    high = _mm512_mask_mov_epi32(high, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+    return _mm512_cvtepi32_epi16(high);
+}
+
+static inline __mmask16 wins(__m512 v, __m512 best)
+{
+    return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+}
+
+static inline __m512 widen_bf16(__m256i bits)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+/* K is a constant at each call, so the patch loops unroll and the taps stay in registers. */
+static inline __attribute__((always_inline)) void forward_rows(
+    const float *x, const float *w, const float *b, void *out, int out_bf16, uint8_t *argmax, int64_t HP,
+    int64_t WP, int64_t C, const int K, int64_t start, int64_t stop)
+{
+    const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
+    const __mmask16 m = (__mmask16)((1u << C) - 1);
+    __m512 taps[49];  /* K * K of them: a fixed size, so that the unrolled loops keep them in registers */
+    for (int t = 0; t < K * K; t++) {
+        float lane[16] = {0};
+        for (int64_t c = 0; c < C; c++)
+            lane[c] = w[c * K * K + t];
+        taps[t] = _mm512_loadu_ps(lane);
+    }
+    const __m512 bias = _mm512_maskz_loadu_ps(m, b);
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oy = r % OH;
+        /* Two windows side by side: eight independent sums, enough to keep both FMA units busy
+         * (four would wait on each other's latency). An odd last window repeats its left neighbour. */
+        for (int64_t ox = 0; ox < OW; ox += 2) {
+            const int64_t left = ox + 1 < OW ? ox : ox - 1;
+            const float *patch = x + (n * HP + 2 * oy) * WP + 2 * left;
+            __m512 cell[8] = {bias, bias, bias, bias, bias, bias, bias, bias};
+#pragma GCC unroll 8
+            for (int i = 0; i <= K; i++)
+#pragma GCC unroll 10
+                for (int j = 0; j <= K + 2; j++) {
+                    const __m512 v = _mm512_set1_ps(patch[i * WP + j]);
+#pragma GCC unroll 2
+                    for (int win = 0; win < 2; win++)
+#pragma GCC unroll 2
+                        for (int dy = 0; dy < 2; dy++)
+#pragma GCC unroll 2
+                            for (int dx = 0; dx < 2; dx++) {
+                                const int ky = i - dy, kx = j - 2 * win - dx;
+                                if (ky >= 0 && ky < K && kx >= 0 && kx < K)
+                                    cell[win * 4 + dy * 2 + dx] =
+                                        _mm512_fmadd_ps(v, taps[ky * K + kx], cell[win * 4 + dy * 2 + dx]);
+                            }
+                }
+#pragma GCC unroll 2
+            for (int win = 0; win < 2; win++) {
+                __m512 best = cell[win * 4];
+                __m128i which = _mm_setzero_si128();
+#pragma GCC unroll 3
+                for (int k = 1; k < 4; k++) {
+                    const __mmask16 t = wins(cell[win * 4 + k], best);
+                    best = _mm512_mask_mov_ps(best, t, cell[win * 4 + k]);
+                    which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8((char)k));
+                }
+                const __mmask16 negative = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ);
+                const __mmask16 stopped = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LE_OQ);
+                best = _mm512_mask_mov_ps(best, negative, _mm512_setzero_ps());
+                which = _mm_mask_mov_epi8(which, stopped, _mm_set1_epi8(4));
+                const int64_t at = (r * OW + left + win) * C;
+                if (out_bf16)
+                    _mm256_mask_storeu_epi16((uint16_t *)out + at, m, narrow_bf16(best));
+                else
+                    _mm512_mask_storeu_ps((float *)out + at, m, best);
+                _mm_mask_storeu_epi8(argmax + at, m, which);
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void backward_rows(
+    const float *x, const void *grad_out, int grad_bf16, const uint8_t *argmax, float *dw, float *db,
+    int64_t HP, int64_t WP, int64_t C, const int K, int64_t start, int64_t stop)
+{
+    const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
+    const __mmask16 m = (__mmask16)((1u << C) - 1);
+    __m512 dtaps[49];
+    for (int t = 0; t < K * K; t++)
+        dtaps[t] = _mm512_setzero_ps();
+    __m512 dbias = _mm512_setzero_ps();
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oy = r % OH;
+        for (int64_t ox = 0; ox < OW; ox++) {
+            const int64_t at = (r * OW + ox) * C;
+            const __m512 g = grad_bf16 ? widen_bf16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)grad_out + at))
+                                       : _mm512_maskz_loadu_ps(m, (const float *)grad_out + at);
+            const __m128i which = _mm_maskz_loadu_epi8(m, argmax + at);
+            __m512 cell[4];
+            for (int k = 0; k < 4; k++)
+                cell[k] = _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(which, _mm_set1_epi8((char)k)), g);
+            dbias = _mm512_add_ps(dbias, _mm512_add_ps(_mm512_add_ps(cell[0], cell[1]),
+                                                       _mm512_add_ps(cell[2], cell[3])));
+            const float *patch = x + (n * HP + 2 * oy) * WP + 2 * ox;
+#pragma GCC unroll 8
+            for (int i = 0; i <= K; i++)
+#pragma GCC unroll 8
+                for (int j = 0; j <= K; j++) {
+                    const __m512 v = _mm512_set1_ps(patch[i * WP + j]);
+#pragma GCC unroll 2
+                    for (int dy = 0; dy < 2; dy++)
+#pragma GCC unroll 2
+                        for (int dx = 0; dx < 2; dx++) {
+                            const int ky = i - dy, kx = j - dx;
+                            if (ky >= 0 && ky < K && kx >= 0 && kx < K)
+                                dtaps[ky * K + kx] = _mm512_fmadd_ps(v, cell[dy * 2 + dx], dtaps[ky * K + kx]);
+                        }
+                }
+        }
+    }
+    for (int t = 0; t < K * K; t++) {
+        float lane[16];
+        _mm512_storeu_ps(lane, dtaps[t]);
+        for (int64_t c = 0; c < C; c++)
+            dw[c * K * K + t] += lane[c];
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, dbias);
+    for (int64_t c = 0; c < C; c++)
+        db[c] += lane[c];
+}
+
+#define BY_KERNEL(ROWS, ...)                     \
+    do {                                         \
+        if (K == 5)                              \
+            ROWS(__VA_ARGS__, 5, start, stop);   \
+        else if (K == 3)                         \
+            ROWS(__VA_ARGS__, 3, start, stop);   \
+        else if (K == 7)                         \
+            ROWS(__VA_ARGS__, 7, start, stop);   \
+    } while (0)
+
+/* K: 3, 5 or 7 (the caller checks). */
+void conv1pool_forward(const float *x, const float *w, const float *b, void *out, int64_t out_bf16,
+                       uint8_t *argmax, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
+{
+    BY_KERNEL(forward_rows, x, w, b, out, (int)out_bf16, argmax, HP, WP, C);
+}
+
+void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16, const uint8_t *argmax, float *dw,
+                        float *db, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
+{
+    BY_KERNEL(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
+}
+
+#else
+/* Without AVX-512 torch's own convolution and the pooling kernel do this layer (see first_layer.py). */
+int conv1pool_available(void) { return 0; }
+void conv1pool_forward(void) {}
+void conv1pool_backward(void) {}
+#endif
