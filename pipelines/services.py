@@ -134,10 +134,16 @@ def wait_until_up(api: DagsterApi, process: subprocess.Popen, timeout: float = 2
 
 
 def create_storage(dagster_home: Path) -> None:
-    """Create the instance's storage (a fresh home's SQLite schemas) before several processes open it at
-    once: two that find it missing both create it, and Dagster then refuses the doubled schema version."""
+    """Create the instance's SQLite storage (a fresh home's schemas) before several processes open it at
+    once: two that find it missing both create it, and Dagster then refuses the doubled schema version.
+    A dagster.yaml with a `storage:` of its own (the server profile's PostgreSQL) is left alone: its
+    tables are made once by `make services`, and its credentials live in the servers' environment."""
     import dagster as dg
+    import yaml
 
+    config = Path(dagster_home) / "dagster.yaml"
+    if config.exists() and (yaml.safe_load(config.read_text()) or {}).get("storage"):
+        return
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs(limit=1)
 
