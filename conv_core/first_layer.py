@@ -76,25 +76,15 @@ class _ConvPoolReLU(torch.autograd.Function):
         padded = F.pad(x.reshape(x.shape[0], x.shape[2], x.shape[3]), (padding,) * 4).contiguous()
         n, hp, wp = padded.shape
         oh, ow, c = (hp - k + 1) // 2, (wp - k + 1) // 2, weight.shape[0]
+        w = weight.detach().float().contiguous()
         b = bias.detach().float().contiguous()
         out = torch.empty((n, oh, ow, c), dtype=out_dtype)
         argmax = torch.empty((n, oh, ow, c), dtype=torch.uint8)
-        library, parts = _library(), native.split(n * oh, grain=512)
-        sizes = [ctypes.c_int64(size) for size in (hp, wp, c, k)]
-        if out_dtype == torch.bfloat16 and library.conv1pool_has_bf16_dot():
-            # autocast's rounding of input and weights, then bf16 dot products; one zero column more
-            dotted = F.pad(x.reshape(n, x.shape[2], x.shape[3]), (padding, padding + 1, padding, padding))
-            dotted = dotted.to(torch.bfloat16).contiguous()
-            w = weight.detach().to(torch.bfloat16).contiguous()
-            sizes[1] = ctypes.c_int64(wp + 1)
-            native.run_parts([(library.conv1pool_forward_bf16_dot, _pointer(dotted), _pointer(w), _pointer(b),
-                               _pointer(out), _pointer(argmax), *sizes, ctypes.c_int64(start), ctypes.c_int64(stop))
-                              for start, stop in parts])
-        else:
-            w = weight.detach().float().contiguous()
-            native.run_parts([(library.conv1pool_forward, _pointer(padded), _pointer(w), _pointer(b), _pointer(out),
-                               ctypes.c_int64(out_dtype == torch.bfloat16), _pointer(argmax), *sizes,
-                               ctypes.c_int64(start), ctypes.c_int64(stop)) for start, stop in parts])
+        forward = _library().conv1pool_forward
+        native.run_parts([(forward, _pointer(padded), _pointer(w), _pointer(b), _pointer(out),
+                           ctypes.c_int64(out_dtype == torch.bfloat16), _pointer(argmax), ctypes.c_int64(hp),
+                           ctypes.c_int64(wp), ctypes.c_int64(c), ctypes.c_int64(k), ctypes.c_int64(start),
+                           ctypes.c_int64(stop)) for start, stop in native.split(n * oh, grain=512)])
         ctx.save_for_backward(padded, argmax)
         ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
         return out.permute(0, 3, 1, 2)

@@ -59,11 +59,9 @@ def test_float32_values_and_gradients_are_torchs_within_rounding(channels, kerne
     torch.testing.assert_close(conv.bias.grad.double(), bias.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_under_bf16_autocast_the_output_is_autocasts_arithmetic_in_bfloat16():
-    """Where the CPU has bf16 dot products: bfloat16 input and weights (autocast's rounding), float32 sums;
-    else the float32 result. Rounded to bfloat16 either way, to within one bfloat16 step of the reference."""
-    from conv_core.first_layer import _library
-
+def test_under_bf16_autocast_the_output_is_the_float32_result_in_bfloat16():
+    """bfloat16 out, the convolution's sums float32 (autocast would round input and weights first), and the
+    gradients through the window winners that arithmetic chose."""
     torch.manual_seed(1)
     conv = torch.nn.Conv2d(1, 9, 5, padding=2)
     x = _batch(28)
@@ -72,16 +70,9 @@ def test_under_bf16_autocast_the_output_is_autocasts_arithmetic_in_bfloat16():
     assert ours.dtype == torch.bfloat16
     grad = torch.randn(ours.shape, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     ours.backward(grad)
-    rounded = torch.nn.Conv2d(1, 9, 5, padding=2)
-    with torch.no_grad():
-        rounded.weight.copy_(conv.weight.to(torch.bfloat16))
-        rounded.bias.copy_(conv.bias)
-    dotted = _library().conv1pool_has_bf16_dot()
-    layer, seen = (rounded, x.to(torch.bfloat16).float()) if dotted else (conv, x)
-    convolved = F.conv2d(seen.double(), layer.weight.double(), layer.bias.double(), padding=2).detach().requires_grad_()
+    convolved = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=2).detach().requires_grad_()
     expected = F.relu(F.max_pool2d(convolved, 2))
     torch.testing.assert_close(ours.double(), expected.to(torch.bfloat16).double(), rtol=2**-7, atol=1e-6)
-    # the gradients: float32, through the winners that arithmetic chose, against the unrounded input
     expected.backward(grad.double())
     weight = torch.nn.grad.conv2d_weight(x.double(), conv.weight.shape, convolved.grad, padding=2)
     torch.testing.assert_close(conv.weight.grad.double(), weight, rtol=1e-4, atol=1e-3)

@@ -45,30 +45,6 @@ static inline __m512 widen_bf16(__m256i bits)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
-/* A window's four convolution outputs pooled (the first cell wins a tie, a NaN wins over what came
- * before), through ReLU (a negative maximum becomes +0; winner 4 where the result is not above zero),
- * stored with their winner at `at`. */
-static inline void store_window(const __m512 cell[4], void *out, int out_bf16, uint8_t *argmax, int64_t at,
-                                __mmask16 m)
-{
-    __m512 best = cell[0];
-    __m128i which = _mm_setzero_si128();
-    for (int k = 1; k < 4; k++) {
-        const __mmask16 t = wins(cell[k], best);
-        best = _mm512_mask_mov_ps(best, t, cell[k]);
-        which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8((char)k));
-    }
-    const __mmask16 negative = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ);
-    const __mmask16 stopped = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LE_OQ);
-    best = _mm512_mask_mov_ps(best, negative, _mm512_setzero_ps());
-    which = _mm_mask_mov_epi8(which, stopped, _mm_set1_epi8(4));
-    if (out_bf16)
-        _mm256_mask_storeu_epi16((uint16_t *)out + at, m, narrow_bf16(best));
-    else
-        _mm512_mask_storeu_ps((float *)out + at, m, best);
-    _mm_mask_storeu_epi8(argmax + at, m, which);
-}
-
 /* K is a constant at each call, so the patch loops unroll and the taps stay in registers. */
 static inline __attribute__((always_inline)) void forward_rows(
     const float *x, const float *w, const float *b, void *out, int out_bf16, uint8_t *argmax, int64_t HP,
@@ -109,8 +85,27 @@ static inline __attribute__((always_inline)) void forward_rows(
                                         _mm512_fmadd_ps(v, taps[ky * K + kx], cell[win * 4 + dy * 2 + dx]);
                             }
                 }
-            store_window(cell, out, out_bf16, argmax, (r * OW + left) * C, m);
-            store_window(cell + 4, out, out_bf16, argmax, (r * OW + left + 1) * C, m);
+#pragma GCC unroll 2
+            for (int win = 0; win < 2; win++) {
+                __m512 best = cell[win * 4];
+                __m128i which = _mm_setzero_si128();
+#pragma GCC unroll 3
+                for (int k = 1; k < 4; k++) {
+                    const __mmask16 t = wins(cell[win * 4 + k], best);
+                    best = _mm512_mask_mov_ps(best, t, cell[win * 4 + k]);
+                    which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8((char)k));
+                }
+                const __mmask16 negative = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ);
+                const __mmask16 stopped = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LE_OQ);
+                best = _mm512_mask_mov_ps(best, negative, _mm512_setzero_ps());
+                which = _mm_mask_mov_epi8(which, stopped, _mm_set1_epi8(4));
+                const int64_t at = (r * OW + left + win) * C;
+                if (out_bf16)
+                    _mm256_mask_storeu_epi16((uint16_t *)out + at, m, narrow_bf16(best));
+                else
+                    _mm512_mask_storeu_ps((float *)out + at, m, best);
+                _mm_mask_storeu_epi8(argmax + at, m, which);
+            }
         }
     }
 }
@@ -189,75 +184,9 @@ void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16,
     BY_KERNEL(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
 }
 
-#ifdef __AVX512BF16__
-/* bf16 autocast's arithmetic with bf16 dot products: input and weights rounded to bfloat16 (by the
- * caller, as autocast rounds them), products summed in float32, two taps of a kernel row per
- * instruction (half the instructions of the float32 path). The input has one zero column more on
- * the right (WP includes it), so a row's odd last tap pairs with a zero, against a zero weight. */
-int conv1pool_has_bf16_dot(void) { return 1; }
-
-static inline __attribute__((always_inline)) void forward_rows_bf16_dot(
-    const uint16_t *x, const uint16_t *w, const float *b, uint16_t *out, uint8_t *argmax, int64_t HP,
-    int64_t WP, int64_t C, const int K, int64_t start, int64_t stop)
-{
-    const int P = (K + 1) / 2;  /* tap pairs per kernel row */
-    const int64_t OH = (HP - K + 1) / 2, OW = (WP - 1 - K + 1) / 2;
-    const __mmask16 m = (__mmask16)((1u << C) - 1);
-    __m512bh pairs[28];  /* K * P of them */
-    for (int ky = 0; ky < K; ky++)
-        for (int p = 0; p < P; p++) {
-            uint16_t lane[32] = {0};
-            for (int64_t c = 0; c < C; c++) {
-                lane[2 * c] = w[(c * K + ky) * K + 2 * p];
-                lane[2 * c + 1] = 2 * p + 1 < K ? w[(c * K + ky) * K + 2 * p + 1] : 0;
-            }
-            pairs[ky * P + p] = (__m512bh)_mm512_loadu_si512(lane);
-        }
-    const __m512 bias = _mm512_maskz_loadu_ps(m, b);
-    for (int64_t r = start; r < stop; r++) {
-        const int64_t n = r / OH, oy = r % OH;
-        for (int64_t ox = 0; ox < OW; ox += 2) {
-            const int64_t left = ox + 1 < OW ? ox : ox - 1;
-            const uint16_t *patch = x + (n * HP + 2 * oy) * WP + 2 * left;
-            __m512 cell[8] = {bias, bias, bias, bias, bias, bias, bias, bias};
-#pragma GCC unroll 8
-            for (int ky = 0; ky < K; ky++)
-#pragma GCC unroll 4
-                for (int p = 0; p < P; p++)
-#pragma GCC unroll 2
-                    for (int win = 0; win < 2; win++)
-#pragma GCC unroll 2
-                        for (int dy = 0; dy < 2; dy++)
-#pragma GCC unroll 2
-                            for (int dx = 0; dx < 2; dx++) {
-                                uint32_t two;
-                                memcpy(&two, patch + (dy + ky) * WP + 2 * win + dx + 2 * p, sizeof two);
-                                const int k = win * 4 + dy * 2 + dx;
-                                cell[k] = _mm512_dpbf16_ps(cell[k], (__m512bh)_mm512_set1_epi32((int)two),
-                                                           pairs[ky * P + p]);
-                            }
-            store_window(cell, out, 1, argmax, (r * OW + left) * C, m);
-            store_window(cell + 4, out, 1, argmax, (r * OW + left + 1) * C, m);
-        }
-    }
-}
-
-void conv1pool_forward_bf16_dot(const uint16_t *x, const uint16_t *w, const float *b, uint16_t *out,
-                                uint8_t *argmax, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start,
-                                int64_t stop)
-{
-    BY_KERNEL(forward_rows_bf16_dot, x, w, b, out, argmax, HP, WP, C);
-}
-#else
-int conv1pool_has_bf16_dot(void) { return 0; }
-void conv1pool_forward_bf16_dot(void) {}
-#endif
-
 #else
 /* Without AVX-512 torch's own convolution and the pooling kernel do this layer (see first_layer.py). */
 int conv1pool_available(void) { return 0; }
-int conv1pool_has_bf16_dot(void) { return 0; }
 void conv1pool_forward(void) {}
-void conv1pool_forward_bf16_dot(void) {}
 void conv1pool_backward(void) {}
 #endif
