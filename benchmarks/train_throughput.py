@@ -13,7 +13,8 @@ average. The examples/mnist loop runs as that script does (torch's default
 threads) and with one thread; its faster one is the baseline. convlab runs as
 training does by default: `default_threads()`, the memory format and precision
 of the start-up measurement (`measured_layout`), full batches only.
-`--variants all` also times each layout, both thread counts and batch 512.
+`--variants all` also times each layout, both thread counts, batch 512, and the
+default without the C kernels (conv_core.first_layer, conv_core.pooling).
 Accuracy is not measured here: the defaults' validation accuracy is the
 README's tuning table, time to a test accuracy is benchmarks/time_to_accuracy.py.
 """
@@ -36,7 +37,8 @@ from torchvision import transforms
 
 from conv_core.data import MNIST_MEAN, MNIST_STD
 from conv_core.models import build_model
-from conv_core.pooling import SWITCH_VARIABLE
+from conv_core.first_layer import SWITCH_VARIABLE as FIRST_LAYER_SWITCH
+from conv_core.pooling import SWITCH_VARIABLE as POOL_SWITCH
 from conv_core.train import TrainConfig, default_threads, layout_candidates, resolve_device, resolve_layout, train
 
 # Training FLOPs per 60,000-image epoch, forward and backward, estimated from the
@@ -177,17 +179,17 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
                 if (layout, count) != (chosen, default_count):
                     timed[described(layout, base.batch_size, count)] = \
                         lambda fixed=fixed, count=count: convlab_epoch(fixed, images, labels, count)
-        if cpu:  # the same default without the C pooling kernel: what it buys
-            timed["DEFAULT, torch's max_pool2d (NATIVE_POOL=0)"] = \
-                lambda: _without_native_pool(lambda: convlab_epoch(base, images, labels, default_count))
+        if cpu:  # the same default without the C kernels (first layer, pooling): what they buy
+            timed["DEFAULT, torch's conv and max_pool2d only"] = \
+                lambda: _without_kernels(lambda: convlab_epoch(base, images, labels, default_count))
         wide = replace(base, batch_size=512)
         timed[described(resolve_layout(wide, device), 512, default_count)] = \
             lambda: convlab_epoch(wide, images, labels, default_count)
     return timed
 
 
-def _without_native_pool(run):
-    with mock.patch.dict(os.environ, {SWITCH_VARIABLE: "0"}):
+def _without_kernels(run):
+    with mock.patch.dict(os.environ, {POOL_SWITCH: "0", FIRST_LAYER_SWITCH: "0"}):
         return run()
 
 
