@@ -486,7 +486,7 @@ def run(argv=None) -> None:
     else:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"starting Dagster (webserver and daemon; log: {log})", flush=True)
+        print(f"starting Dagster (code server, webserver and daemon; log: {log})", flush=True)
         dagster = LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log, daemon_later=True)
         try:
             record_run_dagster(home, dagster.start().groups)

@@ -1,8 +1,8 @@
 """The graph run the ways users run it: through a running Dagster webserver and daemon.
 
-One Dagster as `make ui` starts it (webserver and daemon) on a free port of
-127.0.0.1 over temporary stores, driven through the webserver's GraphQL API,
-the API the UI calls: (b) `make run`, which submits one backfill of every
+One Dagster as `make run` starts it (its code server, which forks runs warm,
+the webserver and the daemon) on free ports of 127.0.0.1 over temporary
+stores, driven through the webserver's GraphQL API, the API the UI calls: (b) `make run`, which submits one backfill of every
 asset over every partition (the UI's own request for a backfill), (a)
 "Materialize all" with one training partition selected, (c) the weekly
 rebuild, tick by tick. Each is judged on the
