@@ -1,6 +1,9 @@
 """Dagster's code server (`dagster api grpc`), its runs started from a warm process.
 
-    python -m pipelines.code_server -h 127.0.0.1 -p PORT
+    python -c "from pipelines.code_server import main; main()" -h 127.0.0.1 -p PORT \
+        -m pipelines.definitions -a defs --location-name pipelines.definitions
+
+(`command()` builds that line; `pipelines.services.LocalDagster` starts it.)
 
 A Dagster run launched on this machine is a process the code server starts
 with multiprocessing's "spawn": a fresh interpreter that imports torch,
@@ -60,8 +63,9 @@ def use_warm_runs(context: multiprocessing.context.BaseContext) -> bool:
 
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        if getattr(self, "_mp_ctx", None) is None:
-            raise RuntimeError("this Dagster's code server has no run process context to replace")
+        if getattr(self, "_mp_ctx", None) is None:  # another Dagster: its own way, cold
+            logging.getLogger("dagster.code_server").warning("no run process context to replace: runs start cold")
+            return
         self._mp_ctx = context
 
     if not hasattr(server.DagsterApiServer, "StartRun"):
