@@ -487,17 +487,14 @@ def run(argv=None) -> None:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"starting Dagster (code server, webserver and daemon; log: {log})", flush=True)
-        dagster = LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log, daemon_later=True)
+        # every process it starts is recorded at once, so that the next make run can stop them if this one dies
+        dagster = LocalDagster(env={**os.environ, "DAGSTER_HOME": str(home)}, log_path=log, daemon_later=True,
+                               on_start=lambda groups: record_run_dagster(home, groups))
         try:
-            record_run_dagster(home, dagster.start().groups)
-
-            def start_daemon():
-                dagster.start_daemon()
-                record_run_dagster(home, dagster.groups)
-
+            dagster.start()
             prepare()  # while Dagster starts; its daemon, which would act on the runs recovered, comes later
             with dagster:
-                submit_and_follow(dagster.api, chosen, run_config(args), submitted=start_daemon)
+                submit_and_follow(dagster.api, chosen, run_config(args), submitted=dagster.start_daemon)
                 # Every run has ended: nothing of ours is left to wind down (it stops in about 5 s;
                 # now and then its webserver sat out the whole default grace). It stops while the
                 # results are read and printed.

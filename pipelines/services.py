@@ -20,6 +20,7 @@ import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 from pipelines import code_server
 from pipelines.dagster_api import DagsterApi
@@ -159,8 +160,9 @@ class LocalDagster:
     """
 
     def __init__(self, env: dict | None = None, log_path: Path | None = None, port: int | None = None,
-                 daemon_later: bool = False):
+                 daemon_later: bool = False, on_start: Callable[[list[int]], None] | None = None):
         self.env = env
+        self.on_start = on_start  # called with `groups` after each process starts (to record them)
         self.log_path = log_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -184,6 +186,7 @@ class LocalDagster:
             self.workspace.write_text(code_server.workspace_yaml("127.0.0.1", self.code_port))
             self.code_server = start(code_server.command("127.0.0.1", self.code_port), env=self.env,
                                      log_path=self.log_path)
+            self._started()
             self._starting = threading.Thread(target=self._start_webserver, daemon=True)
             self._starting.start()
             if not self.daemon_later:
@@ -198,6 +201,11 @@ class LocalDagster:
         else:
             self.process = start(webserver_command("127.0.0.1", self.port, self.workspace), env=self.env,
                                  log_path=self.log_path)
+            self._started()
+
+    def _started(self) -> None:
+        if self.on_start is not None:
+            self.on_start(self.groups)
 
     def _webserver(self) -> subprocess.Popen:
         """The webserver's process, once started; raises what kept it from starting."""
@@ -212,6 +220,7 @@ class LocalDagster:
         if self.daemon is None and self.code_server is not None:
             self._webserver()
             self.daemon = start(daemon_command(self.workspace), env=self.env, log_path=self.log_path)
+            self._started()
 
     @property
     def groups(self) -> list[int]:

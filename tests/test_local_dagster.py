@@ -28,13 +28,15 @@ def test_the_daemon_starts_when_asked_and_stops_with_the_webserver(tmp_path, mon
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     monkeypatch.setenv("CONVLAB_HOME", env["CONVLAB_HOME"])
     ensure_dagster_home()
-    dagster = LocalDagster(env=env, log_path=tmp_path / "dagster.log", daemon_later=True)
+    recorded = []  # what make run writes down for the next one, each time a process starts
+    dagster = LocalDagster(env=env, log_path=tmp_path / "dagster.log", daemon_later=True, on_start=recorded.append)
     with dagster:
         assert len(dagster.groups) == 2
         assert "BACKFILL" not in _beating(dagster.api)  # the code server and the webserver alone
         dagster.start_daemon()
         groups = dagster.groups
         assert len(groups) == 3
+        assert recorded == [groups[:1], groups[:2], groups]
         deadline = time.monotonic() + 120
         while "BACKFILL" not in _beating(dagster.api):
             assert time.monotonic() < deadline, (tmp_path / "dagster.log").read_text()[-3000:]
