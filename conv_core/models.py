@@ -183,10 +183,10 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
     ReLU then works on a quarter of the values (about 15% of a seed CNN step,
     fp32), and inside the pooling kernel (`MaxPool2x2(relu=True)`) it costs
     no pass of its own. A first layer of one input channel, its pool and
-    ReLU become one stage (`ConvPoolReLU`, named after the convolution). Modules
-    and parameters are shared with `model`, so its
-    weights are what this trains; the model itself keeps the lecture's order,
-    which captum's backward rules and the figures rely on.
+    ReLU become one stage (`ConvPoolReLU`, named after the convolution).
+    Modules and parameters are shared with `model`, so its weights are what
+    this trains; the model itself keeps the lecture's order, which captum's
+    backward rules and the figures rely on.
     """
     stages = [(name, MaxPool2x2() if is_plain_2x2(module) else module) for name, module in model.named_children()]
     reordered = []

@@ -5,10 +5,11 @@ max_pool2d took about 40% of a bf16 training step: its vectors run along the
 few channels, and its backward zero-fills the whole input gradient before
 scattering into it. `kernels/maxpool2x2.c` gives the same output and the same
 gradient, bit for bit (ties and NaN decided as torch decides them), in one
-pass each, and can apply the ReLU that follows the pool in training in the same
-pass (torch's relu and its gradient, bit for bit too). Anything it does not cover (NCHW tensors, odd sides, other dtypes
-and devices, no C compiler) goes to `F.max_pool2d` itself, and so does
-everything when CONVLAB_NATIVE_POOL=0 (to compare, or to rule the kernel out).
+pass each, and can apply the ReLU that follows the pool in training in the
+same pass (torch's relu and its gradient, bit for bit too). Anything it does
+not cover (NCHW tensors, odd sides, other dtypes and devices, no C compiler)
+goes to `F.max_pool2d` itself, and so does everything when
+CONVLAB_NATIVE_POOL=0 (to compare, or to rule the kernel out).
 """
 
 from __future__ import annotations

@@ -172,8 +172,10 @@ class LocalDagster:
         self.daemon: subprocess.Popen | None = None
         self.code_server: subprocess.Popen | None = None
         self.code_port = free_port()
-        self.home = Path((env or os.environ).get("DAGSTER_HOME") or tempfile.mkdtemp(prefix="dagster-"))
-        self.workspace = self.home / f"convlab-workspace-{self.code_port}.yaml"  # both on the one code server
+        home = (env or os.environ).get("DAGSTER_HOME")
+        self.home = Path(home) if home else None  # None: Dagster's own temporary instance, nothing to create
+        # the file that points the webserver and the daemon at the one code server
+        self.workspace = Path(home or tempfile.gettempdir()) / f"convlab-workspace-{self.code_port}.yaml"
         self._starting: threading.Thread | None = None
         self._stopping = threading.Event()
         self._start_error: Exception | None = None
@@ -182,7 +184,8 @@ class LocalDagster:
         """Start it without waiting (the `with` block waits until it answers): other work can overlap its
         start-up. The webserver starts once the code server listens (it loads the code before it does)."""
         if self.code_server is None:
-            create_storage(self.home)
+            if self.home is not None:
+                create_storage(self.home)
             self.workspace.write_text(code_server.workspace_yaml("127.0.0.1", self.code_port))
             self.code_server = start(code_server.command("127.0.0.1", self.code_port), env=self.env,
                                      log_path=self.log_path)

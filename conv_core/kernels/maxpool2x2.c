@@ -135,6 +135,7 @@ static inline __mmask16 wins_vector(__m512 v, __m512 best)
                      int64_t start, int64_t stop)                                           \
     {                                                                                       \
         const int64_t OH = H / 2, OW = W / 2, row = W * C;                                  \
+        const int64_t cell[4] = {0, C, row, row + C}; /* the window's cells, row-major */   \
         const __mmask16 m = (__mmask16)((1u << C) - 1);                                     \
         for (int64_t r = start; r < stop; r++) {                                            \
             const int64_t n = r / OH, oh = r % OH;                                          \
@@ -145,18 +146,12 @@ static inline __mmask16 wins_vector(__m512 v, __m512 best)
                 const TYPE *p0 = top + 2 * ow * C;                                          \
                 __m512 best = LOAD(p0, m);                                                  \
                 __m128i which = _mm_setzero_si128();                                        \
-                __m512 v = LOAD(p0 + C, m);                                                 \
-                __mmask16 t = wins_vector(v, best);                                         \
-                best = _mm512_mask_mov_ps(best, t, v);                                      \
-                which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8(1));                      \
-                v = LOAD(p0 + row, m);                                                      \
-                t = wins_vector(v, best);                                                   \
-                best = _mm512_mask_mov_ps(best, t, v);                                      \
-                which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8(2));                      \
-                v = LOAD(p0 + row + C, m);                                                  \
-                t = wins_vector(v, best);                                                   \
-                best = _mm512_mask_mov_ps(best, t, v);                                      \
-                which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8(3));                      \
+                for (int k = 1; k < 4; k++) {                                               \
+                    const __m512 v = LOAD(p0 + cell[k], m);                                 \
+                    const __mmask16 t = wins_vector(v, best);                               \
+                    best = _mm512_mask_mov_ps(best, t, v);                                  \
+                    which = _mm_mask_mov_epi8(which, t, _mm_set1_epi8((char)k));            \
+                }                                                                           \
                 STORE(o + ow * C, m, best);                                                 \
                 _mm_mask_storeu_epi8(a + ow * C, m, which);                                 \
             }                                                                               \
@@ -166,70 +161,59 @@ static inline __mmask16 wins_vector(__m512 v, __m512 best)
 FORWARD_ROWS_VECTOR(forward_rows_vector_f32, float, load_f32, store_f32)
 FORWARD_ROWS_VECTOR(forward_rows_vector_bf16, uint16_t, load_bf16, store_bf16)
 
-/* Backward: the output gradient goes to the cell that won, zero to the other three, per lane. */
-static void backward_rows_vector_f32(const float *grad_out, const uint8_t *argmax, float *grad_in, int64_t H,
-                                     int64_t W, int64_t C, int64_t start, int64_t stop)
-{
-    const int64_t OH = H / 2, OW = W / 2, row = W * C;
-    const __mmask16 m = (__mmask16)((1u << C) - 1);
-    for (int64_t r = start; r < stop; r++) {
-        const int64_t n = r / OH, oh = r % OH;
-        float *top = grad_in + ((n * H + 2 * oh) * W) * C;
-        const float *g = grad_out + r * OW * C;
-        const uint8_t *a = argmax + r * OW * C;
-        for (int64_t ow = 0; ow < OW; ow++) {
-            float *p0 = top + 2 * ow * C;
-            const __m512 value = _mm512_maskz_loadu_ps(m, g + ow * C);
-            const __m128i which = _mm_maskz_loadu_epi8(m, a + ow * C);
-            float *cells[4] = {p0, p0 + C, p0 + row, p0 + row + C};
-            for (int k = 0; k < 4; k++)
-                _mm512_mask_storeu_ps(cells[k], m,
-                                      _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(which, _mm_set1_epi8(k)), value));
-        }
+/* Backward: the output gradient goes to the cell that won, zero to the other three, per lane.
+ * VECTOR is the lanes' type, LOAD, KEEP (zero the lanes a mask leaves out) and STORE its masked moves. */
+#define BACKWARD_ROWS_VECTOR(NAME, TYPE, VECTOR, LOAD, KEEP, STORE)                         \
+    static void NAME(const TYPE *grad_out, const uint8_t *argmax, TYPE *grad_in, int64_t H, \
+                     int64_t W, int64_t C, int64_t start, int64_t stop)                     \
+    {                                                                                       \
+        const int64_t OH = H / 2, OW = W / 2, row = W * C;                                  \
+        const int64_t cell[4] = {0, C, row, row + C};                                       \
+        const __mmask16 m = (__mmask16)((1u << C) - 1);                                     \
+        for (int64_t r = start; r < stop; r++) {                                            \
+            const int64_t n = r / OH, oh = r % OH;                                          \
+            TYPE *top = grad_in + ((n * H + 2 * oh) * W) * C;                               \
+            const TYPE *g = grad_out + r * OW * C;                                          \
+            const uint8_t *a = argmax + r * OW * C;                                         \
+            for (int64_t ow = 0; ow < OW; ow++) {                                           \
+                TYPE *p0 = top + 2 * ow * C;                                                \
+                const VECTOR value = LOAD(m, g + ow * C);                                   \
+                const __m128i which = _mm_maskz_loadu_epi8(m, a + ow * C);                  \
+                for (int k = 0; k < 4; k++)                                                 \
+                    STORE(p0 + cell[k], m,                                                  \
+                          KEEP(_mm_cmpeq_epi8_mask(which, _mm_set1_epi8((char)k)), value)); \
+            }                                                                               \
+        }                                                                                   \
     }
-}
 
-static void backward_rows_vector_bf16(const uint16_t *grad_out, const uint8_t *argmax, uint16_t *grad_in,
-                                      int64_t H, int64_t W, int64_t C, int64_t start, int64_t stop)
-{
-    const int64_t OH = H / 2, OW = W / 2, row = W * C;
-    const __mmask16 m = (__mmask16)((1u << C) - 1);
-    for (int64_t r = start; r < stop; r++) {
-        const int64_t n = r / OH, oh = r % OH;
-        uint16_t *top = grad_in + ((n * H + 2 * oh) * W) * C;
-        const uint16_t *g = grad_out + r * OW * C;
-        const uint8_t *a = argmax + r * OW * C;
-        for (int64_t ow = 0; ow < OW; ow++) {
-            uint16_t *p0 = top + 2 * ow * C;
-            const __m256i value = _mm256_maskz_loadu_epi16(m, g + ow * C);
-            const __m128i which = _mm_maskz_loadu_epi8(m, a + ow * C);
-            uint16_t *cells[4] = {p0, p0 + C, p0 + row, p0 + row + C};
-            for (int k = 0; k < 4; k++)
-                _mm256_mask_storeu_epi16(cells[k], m,
-                                         _mm256_maskz_mov_epi16(_mm_cmpeq_epi8_mask(which, _mm_set1_epi8(k)), value));
-        }
-    }
-}
-#define VECTOR_ROWS(ROWS, A, B, C_OUT)                        \
-    if (C <= 16) {                                            \
-        ROWS(A, B, C_OUT, H, W, C, start, stop);              \
-        break;                                                \
-    }
-#else
-#define VECTOR_ROWS(ROWS, A, B, C_OUT)
+BACKWARD_ROWS_VECTOR(backward_rows_vector_f32, float, __m512, _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps,
+                     _mm512_mask_storeu_ps)
+BACKWARD_ROWS_VECTOR(backward_rows_vector_bf16, uint16_t, __m256i, _mm256_maskz_loadu_epi16,
+                     _mm256_maskz_mov_epi16, _mm256_mask_storeu_epi16)
 #endif
 
-/* The exported entry points: up to 16 channels as masked vectors where the CPU has AVX-512; else
- * the lab's channel counts as constants, any other as a variable. */
-#define BY_CHANNELS(ROWS, A, B, C_OUT)                        \
+/* The exported entry points: up to 16 channels as masked vectors where the CPU has AVX-512 (VECTOR);
+ * else the lab's channel counts as constants, any other as a variable (SCALAR). */
+#define BY_CONSTANTS(SCALAR, A, B, C_OUT)                     \
     do {                                                      \
         if (C == 9)                                           \
-            ROWS(A, B, C_OUT, H, W, 9, start, stop);          \
+            SCALAR(A, B, C_OUT, H, W, 9, start, stop);        \
         else if (C == 16)                                     \
-            ROWS(A, B, C_OUT, H, W, 16, start, stop);         \
+            SCALAR(A, B, C_OUT, H, W, 16, start, stop);       \
         else                                                  \
-            ROWS(A, B, C_OUT, H, W, C, start, stop);          \
+            SCALAR(A, B, C_OUT, H, W, C, start, stop);        \
     } while (0)
+#ifdef HAVE_AVX512
+#define BY_CHANNELS(SCALAR, VECTOR, A, B, C_OUT)              \
+    do {                                                      \
+        if (C <= 16)                                          \
+            VECTOR(A, B, C_OUT, H, W, C, start, stop);        \
+        else                                                  \
+            BY_CONSTANTS(SCALAR, A, B, C_OUT);                \
+    } while (0)
+#else
+#define BY_CHANNELS(SCALAR, VECTOR, A, B, C_OUT) BY_CONSTANTS(SCALAR, A, B, C_OUT)
+#endif
 
 /* ReLU after the pool, on the rows just pooled (still in cache), as torch's relu and its backward
  * decide: a negative maximum becomes +0 (-0 stays -0, NaN stays NaN), and the gradient passes only
@@ -257,10 +241,7 @@ void maxpool2x2_forward_f32(const float *x, float *out, uint8_t *argmax, int64_t
                             int64_t relu, int64_t start, int64_t stop)
 {
     const int64_t per_row = (W / 2) * C;
-    do {
-        VECTOR_ROWS(forward_rows_vector_f32, x, out, argmax)
-        BY_CHANNELS(forward_rows_f32, x, out, argmax);
-    } while (0);
+    BY_CHANNELS(forward_rows_f32, forward_rows_vector_f32, x, out, argmax);
     if (relu)
         relu_rows_f32(out + start * per_row, argmax + start * per_row, (stop - start) * per_row);
 }
@@ -269,10 +250,7 @@ void maxpool2x2_forward_bf16(const uint16_t *x, uint16_t *out, uint8_t *argmax, 
                              int64_t C, int64_t relu, int64_t start, int64_t stop)
 {
     const int64_t per_row = (W / 2) * C;
-    do {
-        VECTOR_ROWS(forward_rows_vector_bf16, x, out, argmax)
-        BY_CHANNELS(forward_rows_bf16, x, out, argmax);
-    } while (0);
+    BY_CHANNELS(forward_rows_bf16, forward_rows_vector_bf16, x, out, argmax);
     if (relu)
         relu_rows_bf16(out + start * per_row, argmax + start * per_row, (stop - start) * per_row);
 }
@@ -280,17 +258,11 @@ void maxpool2x2_forward_bf16(const uint16_t *x, uint16_t *out, uint8_t *argmax, 
 void maxpool2x2_backward_f32(const float *grad_out, const uint8_t *argmax, float *grad_in, int64_t H,
                              int64_t W, int64_t C, int64_t start, int64_t stop)
 {
-    do {
-        VECTOR_ROWS(backward_rows_vector_f32, grad_out, argmax, grad_in)
-        BY_CHANNELS(backward_rows_f32, grad_out, argmax, grad_in);
-    } while (0);
+    BY_CHANNELS(backward_rows_f32, backward_rows_vector_f32, grad_out, argmax, grad_in);
 }
 
 void maxpool2x2_backward_bf16(const uint16_t *grad_out, const uint8_t *argmax, uint16_t *grad_in, int64_t H,
                               int64_t W, int64_t C, int64_t start, int64_t stop)
 {
-    do {
-        VECTOR_ROWS(backward_rows_vector_bf16, grad_out, argmax, grad_in)
-        BY_CHANNELS(backward_rows_bf16, grad_out, argmax, grad_in);
-    } while (0);
+    BY_CHANNELS(backward_rows_bf16, backward_rows_vector_bf16, grad_out, argmax, grad_in);
 }
