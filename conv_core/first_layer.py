@@ -3,7 +3,7 @@
 The seed CNN's first convolution (1 -> 9 channels, 5x5) took as long in
 torch's oneDNN kernels as its second one (9 -> 16), which does four times
 the arithmetic: one input channel leaves its vectors mostly idle. The C
-kernel (`kernels/conv1pool.c`, AVX-512) computes each pooled output's four
+kernel (`kernels/conv1pool.c`, AVX-512 or AVX2) computes each pooled output's four
 convolution outputs in registers, pools them and applies ReLU, and writes
 only the pooled output; its backward gives the weight and bias gradients
 from the winning cell of each window alone (the data needs no gradient).
@@ -12,7 +12,7 @@ Arithmetic: float32 throughout, the output rounded to bfloat16 under bf16
 autocast (torch's autocast would round the convolution's inputs and weights
 to bfloat16 first), so its values differ from torch's by rounding, not by
 what is computed; `tests/test_first_layer.py` compares them. Where it does
-not apply (a CPU without AVX-512, no compiler, an input that needs its
+not apply (a CPU without AVX-512 or AVX2, no compiler, an input that needs its
 gradient, another layer shape, CONVLAB_FUSED_FIRST_LAYER=0) the same
 modules run as before: torch's convolution, then `max_pool2x2`.
 """
@@ -31,7 +31,7 @@ from conv_core.pooling import MaxPool2x2
 
 SWITCH_VARIABLE = "CONVLAB_FUSED_FIRST_LAYER"
 KERNEL_SIZES = (3, 5, 7)
-MAX_CHANNELS = 16  # one AVX-512 vector of float32
+MAX_CHANNELS = 16  # one AVX-512 vector of float32, two of AVX2
 
 
 def fused_enabled() -> bool:
@@ -55,7 +55,7 @@ def layer_fits(conv: nn.Module) -> bool:
 
 def kernel_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether the kernel computes relu(max_pool2d(conv(x), 2)) for this input: a CPU float32
-    (N, 1, H, W) batch that needs no gradient, an even convolution output, AVX-512 here."""
+    (N, 1, H, W) batch that needs no gradient, an even convolution output, AVX-512 or AVX2 here."""
     if not (layer_fits(conv) and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.shape[1] == 1 and not x.requires_grad and conv.weight.device.type == "cpu"):
         return False

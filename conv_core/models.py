@@ -204,7 +204,7 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
 
 def _fuse_first_layer(stages: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
     """A one-channel convolution followed by a pool with its ReLU becomes one `ConvPoolReLU` stage
-    (conv_core.first_layer: one C pass where the CPU has AVX-512, the same two modules elsewhere)."""
+    (conv_core.first_layer: one C pass where the CPU has AVX-512 or AVX2, the same two modules elsewhere)."""
     fused = []
     while stages:
         (name, module), stages = stages[0], stages[1:]

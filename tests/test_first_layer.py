@@ -18,9 +18,9 @@ from conv_core.models import build_model, pool_before_relu
 
 pytestmark = pytest.mark.skipif(
     not kernel_applies(torch.nn.Conv2d(1, 9, 5, padding=2), torch.zeros(2, 1, 28, 28)),
-    reason="no AVX-512 or no C compiler here: the first layer runs as torch's convolution and the pooling kernel")
+    reason="no AVX-512 or AVX2, or no C compiler here: the first layer runs as torch's convolution and the pooling kernel")
 
-LAYERS = [(9, 5, 2, 28), (9, 5, 0, 24), (16, 3, 1, 12), (5, 7, 3, 10)]  # channels, kernel, padding, side
+LAYERS = [(9, 5, 2, 28), (9, 5, 0, 24), (16, 3, 1, 12), (5, 7, 3, 10), (8, 5, 2, 14)]  # channels, kernel, padding, side
 
 
 def _batch(side: int, count: int = 6) -> torch.Tensor:

@@ -184,8 +184,223 @@ void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16,
     BY_KERNEL(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
 }
 
+#elif defined(__AVX2__) && defined(__FMA__)
+/* AVX2: a pooled output's channels are HALVES vectors of 8 (one for up to 8 channels, two for up to 16),
+ * the same arithmetic in the same order as the AVX-512 path above. Sixteen registers: a pair of windows
+ * (eight sums) side by side for one half, one window (four cells of two halves) for two; the taps come
+ * from memory as FMA operands. Lanes past C compute on zero taps and are never stored. */
+#include <immintrin.h>
+
+int conv1pool_available(void) { return 1; }
+
+/* float32 -> bfloat16 bits as torch converts: round to nearest even, every NaN to 0x7fc0. */
+static inline uint16_t narrow_bf16(float value)
+{
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if (value != value)
+        return 0x7fc0;
+    return (uint16_t)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+static inline float widen_bf16(uint16_t bits)
+{
+    const uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof value);
+    return value;
+}
+
+/* Lanes below C - 8 * half: the channels a half holds. */
+static inline __m256i lanes_of(int64_t C, int half)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(C - 8 * half)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline __m256 wins(__m256 v, __m256 best)
+{
+    return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+
+static inline __attribute__((always_inline)) void forward_rows(
+    const float *x, const float *w, const float *b, void *out, int out_bf16, uint8_t *argmax, int64_t HP,
+    int64_t WP, int64_t C, const int K, const int HALVES, int64_t start, int64_t stop)
+{
+    const int WINDOWS = HALVES == 1 ? 2 : 1;
+    const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
+    __m256i lanes[2];
+    __m256 taps[49][2], bias[2];
+    for (int h = 0; h < HALVES; h++) {
+        lanes[h] = lanes_of(C, h);
+        bias[h] = _mm256_maskload_ps(b + 8 * h, lanes[h]);
+        for (int t = 0; t < K * K; t++) {
+            float lane[8] = {0};
+            for (int64_t c = 8 * h; c < C && c < 8 * h + 8; c++)
+                lane[c - 8 * h] = w[c * K * K + t];
+            taps[t][h] = _mm256_loadu_ps(lane);
+        }
+    }
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oy = r % OH;
+        for (int64_t ox = 0; ox < OW; ox += WINDOWS) {
+            const int64_t left = ox + WINDOWS - 1 < OW ? ox : ox - 1;
+            const float *patch = x + (n * HP + 2 * oy) * WP + 2 * left;
+            __m256 cell[2][4][2];
+            for (int win = 0; win < WINDOWS; win++)
+                for (int k = 0; k < 4; k++)
+                    for (int h = 0; h < HALVES; h++)
+                        cell[win][k][h] = bias[h];
+#pragma GCC unroll 8
+            for (int i = 0; i <= K; i++)
+#pragma GCC unroll 10
+                for (int j = 0; j <= K + 2 * (WINDOWS - 1); j++) {
+                    const __m256 v = _mm256_set1_ps(patch[i * WP + j]);
+#pragma GCC unroll 2
+                    for (int win = 0; win < WINDOWS; win++)
+#pragma GCC unroll 2
+                        for (int dy = 0; dy < 2; dy++)
+#pragma GCC unroll 2
+                            for (int dx = 0; dx < 2; dx++) {
+                                const int ky = i - dy, kx = j - 2 * win - dx;
+                                if (ky >= 0 && ky < K && kx >= 0 && kx < K)
+#pragma GCC unroll 2
+                                    for (int h = 0; h < HALVES; h++)
+                                        cell[win][dy * 2 + dx][h] =
+                                            _mm256_fmadd_ps(v, taps[ky * K + kx][h], cell[win][dy * 2 + dx][h]);
+                            }
+                }
+            for (int win = 0; win < WINDOWS; win++) {
+                const int64_t at = (r * OW + left + win) * C;
+                for (int h = 0; h < HALVES; h++) {
+                    __m256 best = cell[win][0][h], which = _mm256_setzero_ps();
+                    for (int k = 1; k < 4; k++) {
+                        const __m256 t = wins(cell[win][k][h], best);
+                        best = _mm256_blendv_ps(best, cell[win][k][h], t);
+                        which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(k)), t);
+                    }
+                    const __m256 negative = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ);
+                    const __m256 stopped = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LE_OQ);
+                    best = _mm256_andnot_ps(negative, best);
+                    which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(4)), stopped);
+                    int32_t winners[8];
+                    _mm256_storeu_si256((__m256i *)winners, _mm256_castps_si256(which));
+                    const int64_t count = C - 8 * h < 8 ? C - 8 * h : 8;
+                    for (int64_t c = 0; c < count; c++)
+                        argmax[at + 8 * h + c] = (uint8_t)winners[c];
+                    if (out_bf16) {
+                        float lane[8];
+                        _mm256_storeu_ps(lane, best);
+                        for (int64_t c = 0; c < count; c++)
+                            ((uint16_t *)out)[at + 8 * h + c] = narrow_bf16(lane[c]);
+                    } else {
+                        _mm256_maskstore_ps((float *)out + at + 8 * h, lanes[h], best);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void backward_rows(
+    const float *x, const void *grad_out, int grad_bf16, const uint8_t *argmax, float *dw, float *db,
+    int64_t HP, int64_t WP, int64_t C, const int K, const int HALVES, int64_t start, int64_t stop)
+{
+    const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
+    __m256i lanes[2];
+    __m256 dtaps[49][2], dbias[2];
+    for (int h = 0; h < HALVES; h++) {
+        lanes[h] = lanes_of(C, h);
+        dbias[h] = _mm256_setzero_ps();
+        for (int t = 0; t < K * K; t++)
+            dtaps[t][h] = _mm256_setzero_ps();
+    }
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oy = r % OH;
+        for (int64_t ox = 0; ox < OW; ox++) {
+            const int64_t at = (r * OW + ox) * C;
+            uint8_t winners[16] = {0};
+            float grads[16] = {0};
+            for (int64_t c = 0; c < C; c++)
+                winners[c] = argmax[at + c];
+            if (grad_bf16)
+                for (int64_t c = 0; c < C; c++)
+                    grads[c] = widen_bf16(((const uint16_t *)grad_out)[at + c]);
+            __m256 cell[4][2];
+            for (int h = 0; h < HALVES; h++) {
+                const __m256 g = grad_bf16 ? _mm256_loadu_ps(grads + 8 * h)
+                                           : _mm256_maskload_ps((const float *)grad_out + at + 8 * h, lanes[h]);
+                const __m256i which = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(winners + 8 * h)));
+                for (int k = 0; k < 4; k++)
+                    cell[k][h] = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(which, _mm256_set1_epi32(k))));
+                dbias[h] = _mm256_add_ps(dbias[h], _mm256_add_ps(_mm256_add_ps(cell[0][h], cell[1][h]),
+                                                                 _mm256_add_ps(cell[2][h], cell[3][h])));
+            }
+            const float *patch = x + (n * HP + 2 * oy) * WP + 2 * ox;
+#pragma GCC unroll 8
+            for (int i = 0; i <= K; i++)
+#pragma GCC unroll 8
+                for (int j = 0; j <= K; j++) {
+                    const __m256 v = _mm256_set1_ps(patch[i * WP + j]);
+#pragma GCC unroll 2
+                    for (int dy = 0; dy < 2; dy++)
+#pragma GCC unroll 2
+                        for (int dx = 0; dx < 2; dx++) {
+                            const int ky = i - dy, kx = j - dx;
+                            if (ky >= 0 && ky < K && kx >= 0 && kx < K)
+#pragma GCC unroll 2
+                                for (int h = 0; h < HALVES; h++)
+                                    dtaps[ky * K + kx][h] =
+                                        _mm256_fmadd_ps(v, cell[dy * 2 + dx][h], dtaps[ky * K + kx][h]);
+                        }
+                }
+        }
+    }
+    for (int h = 0; h < HALVES; h++) {
+        float lane[8];
+        for (int t = 0; t < K * K; t++) {
+            _mm256_storeu_ps(lane, dtaps[t][h]);
+            for (int64_t c = 8 * h; c < C && c < 8 * h + 8; c++)
+                dw[c * K * K + t] += lane[c - 8 * h];
+        }
+        _mm256_storeu_ps(lane, dbias[h]);
+        for (int64_t c = 8 * h; c < C && c < 8 * h + 8; c++)
+            db[c] += lane[c - 8 * h];
+    }
+}
+
+#define BY_KERNEL_HALVES(ROWS, HALVES, ...)               \
+    do {                                                  \
+        if (K == 5)                                       \
+            ROWS(__VA_ARGS__, 5, HALVES, start, stop);    \
+        else if (K == 3)                                  \
+            ROWS(__VA_ARGS__, 3, HALVES, start, stop);    \
+        else if (K == 7)                                  \
+            ROWS(__VA_ARGS__, 7, HALVES, start, stop);    \
+    } while (0)
+
+#define BY_KERNEL(ROWS, ...)                              \
+    do {                                                  \
+        if (C <= 8)                                       \
+            BY_KERNEL_HALVES(ROWS, 1, __VA_ARGS__);       \
+        else                                              \
+            BY_KERNEL_HALVES(ROWS, 2, __VA_ARGS__);       \
+    } while (0)
+
+/* K: 3, 5 or 7; C <= 16 (the caller checks). */
+void conv1pool_forward(const float *x, const float *w, const float *b, void *out, int64_t out_bf16,
+                       uint8_t *argmax, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
+{
+    BY_KERNEL(forward_rows, x, w, b, out, (int)out_bf16, argmax, HP, WP, C);
+}
+
+void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16, const uint8_t *argmax, float *dw,
+                        float *db, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
+{
+    BY_KERNEL(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
+}
+
 #else
-/* Without AVX-512 torch's own convolution and the pooling kernel do this layer (see first_layer.py). */
+/* Without AVX-512 or AVX2 torch's own convolution and the pooling kernel do this layer (see first_layer.py). */
 int conv1pool_available(void) { return 0; }
 void conv1pool_forward(void) {}
 void conv1pool_backward(void) {}
