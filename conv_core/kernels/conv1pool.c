@@ -301,13 +301,18 @@ static inline __attribute__((always_inline)) void forward_rows(
     }
 }
 
+/* Backward, a row of pooled outputs at a time, in chunks of up to 16 windows: first each window's
+ * gradient split into its four cells (only the winner's is not zero), then the weight gradient one
+ * kernel row ky at a time, its K taps (two halves each) held in registers over the whole chunk: with
+ * 50 accumulators for 5x5 taps of 16 channels, per-window loops would load and store one per FMA. */
+#define CHUNK 16
 static inline __attribute__((always_inline)) void backward_rows(
     const float *x, const void *grad_out, int grad_bf16, const uint8_t *argmax, float *dw, float *db,
     int64_t HP, int64_t WP, int64_t C, const int K, const int HALVES, int64_t start, int64_t stop)
 {
     const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
     __m256i lanes[2];
-    __m256 dtaps[49][2], dbias[2];
+    __m256 dtaps[49][2], dbias[2], cells[CHUNK][4][2];
     for (int h = 0; h < HALVES; h++) {
         lanes[h] = lanes_of(C, h);
         dbias[h] = _mm256_setzero_ps();
@@ -316,43 +321,59 @@ static inline __attribute__((always_inline)) void backward_rows(
     }
     for (int64_t r = start; r < stop; r++) {
         const int64_t n = r / OH, oy = r % OH;
-        for (int64_t ox = 0; ox < OW; ox++) {
-            const int64_t at = (r * OW + ox) * C;
-            uint8_t winners[16] = {0};
-            float grads[16] = {0};
-            for (int64_t c = 0; c < C; c++)
-                winners[c] = argmax[at + c];
-            if (grad_bf16)
+        for (int64_t first = 0; first < OW; first += CHUNK) {
+            const int64_t count = OW - first < CHUNK ? OW - first : CHUNK;
+            for (int64_t o = 0; o < count; o++) {
+                const int64_t at = (r * OW + first + o) * C;
+                uint8_t winners[16] = {0};
+                float grads[16] = {0};
                 for (int64_t c = 0; c < C; c++)
-                    grads[c] = widen_bf16(((const uint16_t *)grad_out)[at + c]);
-            __m256 cell[4][2];
-            for (int h = 0; h < HALVES; h++) {
-                const __m256 g = grad_bf16 ? _mm256_loadu_ps(grads + 8 * h)
-                                           : _mm256_maskload_ps((const float *)grad_out + at + 8 * h, lanes[h]);
-                const __m256i which = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(winners + 8 * h)));
-                for (int k = 0; k < 4; k++)
-                    cell[k][h] = _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(which, _mm256_set1_epi32(k))));
-                dbias[h] = _mm256_add_ps(dbias[h], _mm256_add_ps(_mm256_add_ps(cell[0][h], cell[1][h]),
-                                                                 _mm256_add_ps(cell[2][h], cell[3][h])));
-            }
-            const float *patch = x + (n * HP + 2 * oy) * WP + 2 * ox;
-#pragma GCC unroll 8
-            for (int i = 0; i <= K; i++)
-#pragma GCC unroll 8
-                for (int j = 0; j <= K; j++) {
-                    const __m256 v = _mm256_set1_ps(patch[i * WP + j]);
-#pragma GCC unroll 2
-                    for (int dy = 0; dy < 2; dy++)
-#pragma GCC unroll 2
-                        for (int dx = 0; dx < 2; dx++) {
-                            const int ky = i - dy, kx = j - dx;
-                            if (ky >= 0 && ky < K && kx >= 0 && kx < K)
-#pragma GCC unroll 2
-                                for (int h = 0; h < HALVES; h++)
-                                    dtaps[ky * K + kx][h] =
-                                        _mm256_fmadd_ps(v, cell[dy * 2 + dx][h], dtaps[ky * K + kx][h]);
-                        }
+                    winners[c] = argmax[at + c];
+                if (grad_bf16)
+                    for (int64_t c = 0; c < C; c++)
+                        grads[c] = widen_bf16(((const uint16_t *)grad_out)[at + c]);
+                for (int h = 0; h < HALVES; h++) {
+                    const __m256 g = grad_bf16 ? _mm256_loadu_ps(grads + 8 * h)
+                                               : _mm256_maskload_ps((const float *)grad_out + at + 8 * h, lanes[h]);
+                    const __m256i which = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(winners + 8 * h)));
+                    for (int k = 0; k < 4; k++)
+                        cells[o][k][h] =
+                            _mm256_and_ps(g, _mm256_castsi256_ps(_mm256_cmpeq_epi32(which, _mm256_set1_epi32(k))));
+                    dbias[h] = _mm256_add_ps(dbias[h], _mm256_add_ps(_mm256_add_ps(cells[o][0][h], cells[o][1][h]),
+                                                                     _mm256_add_ps(cells[o][2][h], cells[o][3][h])));
                 }
+            }
+            const float *top = x + (n * HP + 2 * oy) * WP + 2 * first;
+            for (int ky = 0; ky < K; ky++) {
+                __m256 acc[7][2];
+#pragma GCC unroll 7
+                for (int kx = 0; kx < K; kx++)
+#pragma GCC unroll 2
+                    for (int h = 0; h < HALVES; h++)
+                        acc[kx][h] = dtaps[ky * K + kx][h];
+                for (int64_t o = 0; o < count; o++)
+#pragma GCC unroll 2
+                    for (int dy = 0; dy < 2; dy++) {
+                        const float *pixels = top + (ky + dy) * WP + 2 * o;
+#pragma GCC unroll 8
+                        for (int j = 0; j <= K; j++) {
+                            const __m256 v = _mm256_set1_ps(pixels[j]);
+#pragma GCC unroll 2
+                            for (int dx = 0; dx < 2; dx++) {
+                                const int kx = j - dx;
+                                if (kx >= 0 && kx < K)
+#pragma GCC unroll 2
+                                    for (int h = 0; h < HALVES; h++)
+                                        acc[kx][h] = _mm256_fmadd_ps(v, cells[o][dy * 2 + dx][h], acc[kx][h]);
+                            }
+                        }
+                    }
+#pragma GCC unroll 7
+                for (int kx = 0; kx < K; kx++)
+#pragma GCC unroll 2
+                    for (int h = 0; h < HALVES; h++)
+                        dtaps[ky * K + kx][h] = acc[kx][h];
+            }
         }
     }
     for (int h = 0; h < HALVES; h++) {
