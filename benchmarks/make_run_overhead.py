@@ -10,14 +10,19 @@ CONVLAB_HOME under a temporary folder, times it, then reads Dagster's event log
 there: every step's execution (STEP_START to its success or failure) is
 compute; the union of those intervals over all runs is the busy time, and the
 rest of the wall time is overhead. The trained_model materialisations'
-`training_seconds` are summed as well (the training loops alone).
+`training_seconds` are summed as well (the training loops alone), the CPU
+time of the processes it ran is set against the CPUs' (what a faster
+schedule could still win), and the steps' seconds are listed by step key.
+A failed make run leaves its folder behind, named in the error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,13 +45,13 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
     return covered
 
 
-def step_intervals(home: Path) -> tuple[list[tuple[float, float]], float, list[tuple[float, float]]]:
-    """(every step's execution interval, the summed training_seconds, every run's (created, ended))
-    from the store under home."""
+def step_intervals(home: Path) -> tuple[dict[str, list[tuple[float, float]]], float, list[tuple[float, float]]]:
+    """(every step's execution intervals by step key, the summed training_seconds, every run's
+    (created, ended)) from the store under home."""
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     import dagster as dg
 
-    starts, intervals, training = {}, [], 0.0
+    starts, intervals, training = {}, {}, 0.0
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_run_records()
         lives = [(r.create_timestamp.timestamp(), r.end_time or r.create_timestamp.timestamp()) for r in runs]
@@ -61,7 +66,7 @@ def step_intervals(home: Path) -> tuple[list[tuple[float, float]], float, list[t
                     seconds = entry.asset_materialization.metadata.get("training_seconds")
                     training += float(seconds.value) if seconds is not None else 0.0
                 elif key in starts:
-                    intervals.append((starts.pop(key), entry.timestamp))
+                    intervals.setdefault(entry.step_key, []).append((starts.pop(key), entry.timestamp))
     return intervals, training, lives
 
 
@@ -101,16 +106,25 @@ def main() -> None:
             env["CONVLAB_EXPERIMENTS"] = ",".join(args.experiments)
         command = [sys.executable, "-m", "pipelines.run", *shlex.split(args.make_run_args)]
         load_before = os.getloadavg()[0]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.time()
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         ended = time.time()
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall = ended - began
         if done.returncode != 0:
-            raise SystemExit(f"make run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            kept = home if args.keep else Path(shutil.move(str(home), tempfile.mkdtemp(prefix="convlab-failed-")))
+            raise SystemExit(f"make run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n"
+                             f"its stores and logs are kept in {kept} (DAGSTER_HOME={kept / 'dagster'} "
+                             f"dagster-webserver shows the failed run)")
         estimate = next((line for line in done.stdout.splitlines() if line.startswith("estimated training")), None)
-        intervals, training, lives = step_intervals(home)
+        by_step, training, lives = step_intervals(home)
 
+    intervals = [interval for step in by_step.values() for interval in step]
     busy = union_seconds(intervals)
+    # what the processes make run waited for used (Dagster's, and the run processes they reaped)
+    cpu = {name: getattr(cpu_after, f"ru_{name}time") - getattr(cpu_before, f"ru_{name}time") for name in ("u", "s")}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     print(f"make run {' '.join(shlex.split(args.make_run_args))}: {len(lives)} Dagster runs, "
           f"{len(intervals)} steps; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     if estimate:
@@ -122,6 +136,11 @@ def main() -> None:
     print(f"overhead: nothing computing        {wall - busy:8.1f} s = {(wall - busy) / wall:.0%} of the wall time")
     for part, seconds in overhead_parts(began, ended, intervals, lives).items():
         print(f"  {part:<66} {seconds:6.1f} s")
+    print(f"CPU time used: {cpu['u']:.0f} s user + {cpu['s']:.0f} s system = "
+          f"{(cpu['u'] + cpu['s']) / (wall * cpus):.0%} of {cpus} CPUs over the wall time")
+    print("steps by step key: summed seconds (count), the slowest first")
+    for step, spans in sorted(by_step.items(), key=lambda item: -sum(e - s for s, e in item[1])):
+        print(f"  {step:<40} {sum(e - s for s, e in spans):8.1f} s ({len(spans)})")
 
 
 if __name__ == "__main__":

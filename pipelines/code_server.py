@@ -10,7 +10,8 @@ with multiprocessing's "spawn": a fresh interpreter that imports torch,
 Dagster, MLflow and the lab before its first step, 3-4 s of CPU here, 24
 times in a default `make run` on two cores. This server starts them with
 "forkserver" instead: one helper process imports the lab once, as the
-server starts, and every run is a fork of it, its imports done. Everything
+server starts (and what its steps would import on first use,
+`pipelines.run_imports`), and every run is a fork of it, its imports done. Everything
 else is Dagster's own server: the same runs, events, cancellation and
 process per run (its pid is the one the run's events record, so
 `pipelines.recovery` finds a killed run as before).
@@ -33,7 +34,7 @@ import sys
 
 LOCATION_NAME = "pipelines.definitions"  # the name workspace.yaml's python_module location gets
 # Everything a run imports before its first step; this module first, for its fork hook.
-WARM_MODULES = ["pipelines.code_server", "pipelines.definitions"]
+WARM_MODULES = ["pipelines.code_server", "pipelines.definitions", "pipelines.run_imports"]
 
 
 def _reseed_numpy() -> None:

@@ -1,7 +1,7 @@
 """The code server of `make run`'s Dagster: runs forked from a helper that has imported the lab.
 
-What must hold: a process started from the warm context finds the lab
-imported without importing it, two such processes draw different NumPy
+What must hold: a process started from the warm context finds the lab,
+and what its steps import on first use, imported without importing them, two such processes draw different NumPy
 numbers (a fork copies the generator's state), and a Dagster code server
 built after `use_warm_runs` starts its runs from that context. The runs
 themselves (events, cancellation, kill -9, resume) are the end-to-end tests'
@@ -15,15 +15,19 @@ import sys
 import threading
 
 
+# What a training step would otherwise import on first use (pipelines.run_imports).
+FIRST_USE_MODULES = ("mlflow.store.tracking.sqlalchemy_store", "mlflow.pytorch", "torch._dynamo", "git")
+
+
 def report_state(queue) -> None:
-    """What a run's process finds when it starts: the lab imported? a NumPy draw."""
-    lab_imported = "pipelines.definitions" in sys.modules and "torch" in sys.modules
+    """What a run's process finds when it starts: the lab and what its steps use imported? a NumPy draw."""
+    lab_imported = all(name in sys.modules for name in ("pipelines.definitions", "torch", *FIRST_USE_MODULES))
     import numpy as np
 
     queue.put((lab_imported, float(np.random.random())))
 
 
-def test_a_warm_process_finds_the_lab_imported_and_draws_its_own_numbers():
+def test_a_warm_process_finds_the_lab_and_its_steps_imports_done_and_draws_its_own_numbers():
     from pipelines.code_server import WARM_MODULES, warm_context
 
     context = warm_context(WARM_MODULES)
