@@ -3,8 +3,9 @@
  *
  * torch's oneDNN convolution serves one input channel badly: the seed CNN's first convolution (1 -> 9
  * channels, 5x5) ran at a fifth of the rate of its second. Here a pooled output's channels (up to 16)
- * are one AVX-512 vector: the four convolution outputs of its window are computed in registers (each
- * pixel of the window's (K+1) x (K+1) patch broadcast once, against every tap it meets), pooled as
+ * are one AVX-512 vector (one or two AVX2 vectors on CPUs without it, below): the four convolution
+ * outputs of its window are computed in registers (each pixel of the window's (K+1) x (K+1) patch
+ * broadcast once, against every tap it meets), pooled as
  * conv_core/kernels/maxpool2x2.c pools (the first cell wins a tie, a NaN wins over what came before),
  * then ReLU'd as torch's relu (a negative maximum becomes +0), and only the pooled output is written,
  * with which cell won (4: none, ReLU stopped it).
