@@ -14,17 +14,24 @@ must never start OpenMP's threads, see pipelines.code_server).
 
 from __future__ import annotations
 
-import dagster._core.execution.api  # noqa: F401  (a run's steps, as the run worker executes them)
-import dagster._grpc.impl  # noqa: F401
-import mlflow  # noqa: F401
-import mlflow.models  # noqa: F401
-import mlflow.pyfunc  # noqa: F401
-import mlflow.pytorch  # noqa: F401
-import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-import torch._dynamo  # noqa: F401  (what torch.optim imports when its first optimizer is made)
+import contextlib
+import importlib
 
-try:
-    import git  # noqa: F401  (MLflow records the source's commit with GitPython)
-except ImportError:  # GitPython finds no git program: MLflow does without, and so does this
-    pass
+FIRST_USE_MODULES = (
+    "mlflow",
+    "mlflow.models",
+    "mlflow.pyfunc",
+    "mlflow.pytorch",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "torch._dynamo",  # what torch.optim imports when its first optimizer is made
+    "dagster._core.execution.api",  # a run's steps, as the run worker executes them
+    "dagster._grpc.impl",
+    "git",  # MLflow records the source's commit with GitPython
+)
+
+# Each on its own: a module missing here (GitPython without a git program, a Dagster that moved a private
+# module) only leaves that one to be imported at first use, as before.
+for name in FIRST_USE_MODULES:
+    with contextlib.suppress(ImportError):
+        importlib.import_module(name)

@@ -15,13 +15,13 @@ import sys
 import threading
 
 
-# What a training step would otherwise import on first use (pipelines.run_imports).
-FIRST_USE_MODULES = ("mlflow.store.tracking.sqlalchemy_store", "mlflow.pytorch", "torch._dynamo", "git")
-
-
 def report_state(queue) -> None:
-    """What a run's process finds when it starts: the lab and what its steps use imported? a NumPy draw."""
-    lab_imported = all(name in sys.modules for name in ("pipelines.definitions", "torch", *FIRST_USE_MODULES))
+    """What a run's process finds when it starts: the lab and what its steps use imported? a NumPy draw.
+    pipelines.run_imports is read from sys.modules, never imported here: importing it would import the rest."""
+    preloaded = sys.modules.get("pipelines.run_imports")
+    first_use = preloaded.FIRST_USE_MODULES if preloaded else ()
+    lab_imported = preloaded is not None and all(
+        name in sys.modules for name in ("pipelines.definitions", "torch", *first_use))
     import numpy as np
 
     queue.put((lab_imported, float(np.random.random())))

@@ -23,8 +23,7 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
-
-int conv1pool_available(void) { return 1; }
+#define HAVE_CONV1POOL 1
 
 /* float32 -> bfloat16 bits as torch converts: round to nearest even, every NaN to 0x7fc0. */
 static inline __m256i narrow_bf16(__m512 v)
@@ -162,28 +161,8 @@ static inline __attribute__((always_inline)) void backward_rows(
         db[c] += lane[c];
 }
 
-#define BY_KERNEL(ROWS, ...)                     \
-    do {                                         \
-        if (K == 5)                              \
-            ROWS(__VA_ARGS__, 5, start, stop);   \
-        else if (K == 3)                         \
-            ROWS(__VA_ARGS__, 3, start, stop);   \
-        else if (K == 7)                         \
-            ROWS(__VA_ARGS__, 7, start, stop);   \
-    } while (0)
-
-/* K: 3, 5 or 7 (the caller checks). */
-void conv1pool_forward(const float *x, const float *w, const float *b, void *out, int64_t out_bf16,
-                       uint8_t *argmax, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
-{
-    BY_KERNEL(forward_rows, x, w, b, out, (int)out_bf16, argmax, HP, WP, C);
-}
-
-void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16, const uint8_t *argmax, float *dw,
-                        float *db, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
-{
-    BY_KERNEL(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
-}
+/* Each path names the arguments its rows take before K; here none beyond the data. */
+#define BY_KERNEL(ROWS, ...) BY_SIZE(ROWS, __VA_ARGS__)
 
 #elif defined(__AVX2__) && defined(__FMA__)
 /* AVX2: a pooled output's channels are HALVES vectors of 8 (one for up to 8 channels, two for up to 16),
@@ -191,8 +170,7 @@ void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16,
  * (eight sums) side by side for one half, one window (four cells of two halves) for two; the taps come
  * from memory as FMA operands. Lanes past C compute on zero taps and are never stored. */
 #include <immintrin.h>
-
-int conv1pool_available(void) { return 1; }
+#define HAVE_CONV1POOL 1
 
 /* float32 -> bfloat16 bits as torch converts: round to nearest even, every NaN to 0x7fc0. */
 static inline uint16_t narrow_bf16(float value)
@@ -225,7 +203,7 @@ static inline __m256 wins(__m256 v, __m256 best)
 
 static inline __attribute__((always_inline)) void forward_rows(
     const float *x, const float *w, const float *b, void *out, int out_bf16, uint8_t *argmax, int64_t HP,
-    int64_t WP, int64_t C, const int K, const int HALVES, int64_t start, int64_t stop)
+    int64_t WP, int64_t C, const int HALVES, const int K, int64_t start, int64_t stop)
 {
     const int WINDOWS = HALVES == 1 ? 2 : 1;
     const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
@@ -309,7 +287,7 @@ static inline __attribute__((always_inline)) void forward_rows(
 #define CHUNK 16
 static inline __attribute__((always_inline)) void backward_rows(
     const float *x, const void *grad_out, int grad_bf16, const uint8_t *argmax, float *dw, float *db,
-    int64_t HP, int64_t WP, int64_t C, const int K, const int HALVES, int64_t start, int64_t stop)
+    int64_t HP, int64_t WP, int64_t C, const int HALVES, const int K, int64_t start, int64_t stop)
 {
     const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
     __m256i lanes[2];
@@ -390,23 +368,29 @@ static inline __attribute__((always_inline)) void backward_rows(
     }
 }
 
-#define BY_KERNEL_HALVES(ROWS, HALVES, ...)               \
-    do {                                                  \
-        if (K == 5)                                       \
-            ROWS(__VA_ARGS__, 5, HALVES, start, stop);    \
-        else if (K == 3)                                  \
-            ROWS(__VA_ARGS__, 3, HALVES, start, stop);    \
-        else if (K == 7)                                  \
-            ROWS(__VA_ARGS__, 7, HALVES, start, stop);    \
-    } while (0)
-
+/* Here HALVES, a constant too. */
 #define BY_KERNEL(ROWS, ...)                              \
     do {                                                  \
         if (C <= 8)                                       \
-            BY_KERNEL_HALVES(ROWS, 1, __VA_ARGS__);       \
+            BY_SIZE(ROWS, __VA_ARGS__, 1);                \
         else                                              \
-            BY_KERNEL_HALVES(ROWS, 2, __VA_ARGS__);       \
+            BY_SIZE(ROWS, __VA_ARGS__, 2);                \
     } while (0)
+#endif
+
+/* The exported entry points, over either path's rows with the kernel size K a constant. */
+#ifdef HAVE_CONV1POOL
+#define BY_SIZE(ROWS, ...)                       \
+    do {                                         \
+        if (K == 5)                              \
+            ROWS(__VA_ARGS__, 5, start, stop);   \
+        else if (K == 3)                         \
+            ROWS(__VA_ARGS__, 3, start, stop);   \
+        else if (K == 7)                         \
+            ROWS(__VA_ARGS__, 7, start, stop);   \
+    } while (0)
+
+int conv1pool_available(void) { return 1; }
 
 /* K: 3, 5 or 7; C <= 16 (the caller checks). */
 void conv1pool_forward(const float *x, const float *w, const float *b, void *out, int64_t out_bf16,
