@@ -11,8 +11,8 @@ Dagster, MLflow and the lab before its first step, 3-4 s of CPU here, 24
 times in a default `make run` on two cores. This server starts them with
 "forkserver" instead: one helper process imports the lab once, as the
 server starts (and what its steps would import on first use,
-`pipelines.run_imports`), and every run is a fork of it, its imports done. Everything
-else is Dagster's own server: the same runs, events, cancellation and
+`pipelines.run_imports`), and every run is a fork of it, its imports done.
+Everything else is Dagster's own server: the same runs, events, cancellation and
 process per run (its pid is the one the run's events record, so
 `pipelines.recovery` finds a killed run as before).
 

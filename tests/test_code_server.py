@@ -1,8 +1,9 @@
 """The code server of `make run`'s Dagster: runs forked from a helper that has imported the lab.
 
 What must hold: a process started from the warm context finds the lab,
-and what its steps import on first use, imported without importing them, two such processes draw different NumPy
-numbers (a fork copies the generator's state), and a Dagster code server
+and what its steps import on first use, imported without importing them,
+two such processes draw different NumPy numbers (a fork copies the
+generator's state), and a Dagster code server
 built after `use_warm_runs` starts its runs from that context. The runs
 themselves (events, cancellation, kill -9, resume) are the end-to-end tests'
 (test_dagster_ui.py), whose Dagster is this one.
