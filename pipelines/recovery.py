@@ -53,8 +53,14 @@ def find_dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, in
     dead = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
         pid = run_pid(instance, run.run_id)
-        if pid is not None and not process_alive(pid):
-            dead.append((run, pid))
+        if pid is None or process_alive(pid):
+            continue
+        # The run may have ended between the listing and the liveness check: a run's process writes its
+        # success and then exits. Read once more now that the process is gone (it can write nothing
+        # more), so that a run which just succeeded is not marked FAILED.
+        latest = instance.get_run_by_id(run.run_id)
+        if latest is not None and latest.status in UNFINISHED:
+            dead.append((latest, pid))
     return dead
 
 
