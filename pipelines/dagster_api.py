@@ -20,6 +20,8 @@ PARTITION_TAG = "dagster/partition"
 # Backfill states after which nothing more will run.
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
+# The message of a run failure Dagster records without a reason of its own.
+RUN_FAILED_OUTSIDE = "This run has been marked as failed from outside the execution context"
 
 # What an answer may be instead of success: every result type has these two.
 ERRORS = """
@@ -196,17 +198,36 @@ class DagsterApi:
             __typename ... on Run { status } ... on Error { message } } }""", {"id": run_id})
         return self._check(data["runOrError"], "Run")["status"]
 
-    def step_failures(self, run_id: str) -> list[str]:
-        """`step: ExceptionClass: message` for each failed step of a run, from the error that caused it."""
+    def failure_reasons(self, run_id: str) -> list[str]:
+        """Why a run failed, as make run prints it: `step: ExceptionClass: message` for each failed step,
+        from the error that caused it; for a run that failed outside its steps (its process killed, its
+        code not loaded, a worker that never started), the run's own failure and the errors logged with it."""
         data = self.query("""query($id: ID!) { logsForRun(runId: $id, limit: 5000) { __typename
             ... on EventConnection { events { __typename
-              ... on ExecutionStepFailureEvent { stepKey error { className message
-                   causes { className message } } } } } ... on Error { message } } }""", {"id": run_id})
+              ... on MessageEvent { message }
+              ... on ErrorEvent { error { className message causes { className message } } }
+              ... on ExecutionStepFailureEvent { stepKey } } } ... on Error { message } } }""", {"id": run_id})
         events = self._check(data["logsForRun"], "EventConnection")["events"]
-        reasons = []
+        steps, run_errors, run_messages = [], [], []
+        engine_message = None
         for event in events:
-            if event["__typename"] != "ExecutionStepFailureEvent" or not event.get("error"):
-                continue
-            error = (event["error"].get("causes") or [event["error"]])[-1]  # the asset's own exception
-            reasons.append(f"{event['stepKey']}: {exception_text(error['className'], error['message'])}")
-        return reasons
+            error = event.get("error")
+            text = None
+            if error:
+                error = (error.get("causes") or [error])[-1]  # the code's own exception, not Dagster's wrapper
+                text = exception_text(error["className"], error["message"])
+            message = (event.get("message") or "").strip()
+            if event["__typename"] == "ExecutionStepFailureEvent":
+                if text:
+                    steps.append(f"{event['stepKey']}: {text}")
+            elif text:
+                run_errors.append(text)
+            elif event["__typename"] == "RunFailureEvent":
+                # Dagster's own failure of a crashed run says only this; the engine event it logged
+                # just before says what happened ("... unexpectedly exited with exit code -9").
+                generic = not message or message.startswith(RUN_FAILED_OUTSIDE)
+                if generic and engine_message:
+                    message = engine_message
+                run_messages.append(message or RUN_FAILED_OUTSIDE)
+            engine_message = message if event["__typename"] == "EngineEvent" else None
+        return steps or list(dict.fromkeys(run_errors + run_messages))

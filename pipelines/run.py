@@ -335,10 +335,9 @@ def follow(api: DagsterApi, backfill_id: str, console: Console | None = None) ->
                 reported.add(run.run_id)
                 console.say(_describe(run))
                 if run.status == "FAILURE":
-                    reasons = api.step_failures(run.run_id) or [f"the run failed before its steps ran; its "
-                                                                f"events say why: {api.url}/runs/{run.run_id}"]
-                    for reason in reasons:
+                    for reason in api.failure_reasons(run.run_id) or ["no error was logged"]:
                         console.say(f"          {reason}", stream=sys.stderr)
+                    console.say(f"          its events: {api.url}/runs/{run.run_id}", stream=sys.stderr)
         if all(r.status in RUN_DONE for r in runs):  # only then can the backfill be over
             status, latest = backfill_outcome(api, backfill_id)
             if status is not None and {r.run_id for r in latest} == {r.run_id for r in runs}:  # all printed

@@ -164,7 +164,7 @@ def test_materialize_all_with_one_partition_selected_loads_the_other_partitions_
     run_id = api.launch_assets_run(sorted({asset for asset, _ in everything()}), partition=chosen,
                                    run_config=TINY_CONFIG)
     statuses = wait_for_runs(api, [run_id])
-    assert statuses[run_id] == "SUCCESS", api.step_failures(run_id)
+    assert statuses[run_id] == "SUCCESS", api.failure_reasons(run_id)
     materialised, checks = produced(instance, [run_id])
     expected = {(asset, partition) for asset, partition in everything() if partition in (None, chosen)}
     assert materialised == expected
@@ -219,7 +219,7 @@ def test_one_weekly_tick_rebuilds_every_asset_once_in_dependency_order(lab):
                                            tags={"convlab/trigger": "weekly"})
                      for partition, assets in sorted(by_partition.items())]
         statuses = wait_for_runs(api, launched)
-        assert set(statuses.values()) == {"SUCCESS"}, {r: api.step_failures(r) for r in launched}
+        assert set(statuses.values()) == {"SUCCESS"}, {r: api.failure_reasons(r) for r in launched}
         run_ids += launched
     materialised, checks = produced(instance, run_ids)
     assert materialised == everything() == lab["results"]["backfill"]["materialised"]
@@ -294,7 +294,7 @@ def test_a_failed_step_reports_its_exception_class_and_message(lab):
     run_id = api.launch_assets_run(["trained_model"], partition="seed_cnn.plain.s0", run_config=bad)
     assert wait_for_runs(api, [run_id])[run_id] == "FAILURE"
     expected = "trained_model: ValueError: TrainConfig.lr must be positive, got -1.0"
-    assert api.step_failures(run_id) == [expected]  # what make run prints
+    assert api.failure_reasons(run_id) == [expected]  # what make run prints
     events = [e.dagster_event for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
     assert failure_reasons(events) == [expected]  # what the failure sensor logs
 
@@ -328,8 +328,11 @@ def test_a_run_killed_mid_training_is_ended_and_the_rerun_resumes_from_its_check
     while api.run_status(killed) != "FAILURE":
         assert time.monotonic() - killed_at < 120, "the killed run was not ended within 120 s"
         time.sleep(1)
+    # What make run prints for it: no step failed, so the run's own failure, which names its process.
+    reasons = api.failure_reasons(killed)
+    assert reasons and all("process" in reason for reason in reasons), reasons
     statuses = wait_for_runs(api, [rerun])
-    assert statuses[rerun] == "SUCCESS", api.step_failures(rerun)
+    assert statuses[rerun] == "SUCCESS", api.failure_reasons(rerun)
     # Its MLflow run is ended by whichever comes first: the dead-run sensor, or (when the code server saw its
     # child die and failed the run itself) the run-failure sensor. Both tick every 30 s.
     while (killed_mlflow := next(r for r in experiment_runs(home) if r.info.run_id == mlflow_run.info.run_id)) \
@@ -342,8 +345,8 @@ def test_a_run_killed_mid_training_is_ended_and_the_rerun_resumes_from_its_check
     epochs = [e.timestamp for e in instance.all_logs(rerun) if re.match(r"epoch \d+/", e.user_message or "")]
     seconds = min(epochs) - killed_wall
     lab["results"]["kill"] = {"killed": killed, "rerun": rerun, "kill_to_rerun_first_epoch_s": seconds}
-    print(f"\nkill -9 -> the rerun's first epoch: {seconds:.0f} s; killed run {killed}: FAILURE in Dagster, "
-          f"{killed_mlflow.info.status} in MLflow")
+    print(f"\nkill -9 -> the rerun's first epoch: {seconds:.0f} s; killed run {killed}: FAILURE in Dagster "
+          f"({reasons[0]}), {killed_mlflow.info.status} in MLflow")
 
 
 def test_the_ways_of_running_the_graph_agree(lab):

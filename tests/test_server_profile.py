@@ -119,7 +119,7 @@ def _six_in_parallel(home: Path, env: dict, mlflow_client, mlflow_log: Path | No
         launched_at = time.monotonic()
         run_ids = _launch_together(dagster.api, PARALLEL_EXPERIMENTS, training_config)
         runs = _wait(dagster.api, run_ids, RUN_TIMEOUT_SECONDS)
-        failures = {r.partition: dagster.api.step_failures(r.run_id) for r in runs.values() if r.status != "SUCCESS"}
+        failures = {r.partition: dagster.api.failure_reasons(r.run_id) for r in runs.values() if r.status != "SUCCESS"}
         parallel_seconds = time.monotonic() - launched_at
 
     statuses = sorted(r.status for r in runs.values())
