@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from conv_core.datasets import DATASET_NAMES
 from conv_core.experiments import DATA_VARIANTS, Experiment
 from conv_core.models import MODEL_NAMES
+from pipelines import run_history
 from pipelines.dagster_api import BACKFILL_DONE, BACKFILL_TAG, RUN_DONE, BackfillProgress, DagsterApi, RunSummary
 from pipelines.recovery import fail_dead_runs
 from pipelines.resources.partitions import EXPERIMENTS_VARIABLE, experiments
@@ -122,9 +123,10 @@ def run_config(args: argparse.Namespace) -> dict:
     return {"ops": {name: {"config": config} for name, config in ops.items() if config}}
 
 
-def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> str:
-    """`estimated training: ...`: the budget's (or --epochs') steps of every run times this machine's measured
-    seconds per step, the runs sharing it as the run queue lets them; the data's size assumed from the options."""
+def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> tuple[float, str]:
+    """Seconds and the line `estimated training: ...`: the budget's (or --epochs') steps of every run times this
+    machine's measured seconds per step, the runs sharing it as the run queue lets them; the data's size assumed
+    from the options."""
     from conv_core.data import VALIDATION_FRACTION
     from conv_core.train import (PRECISIONS, TrainConfig, estimate_training_seconds, planned_epochs,
                                  resolve_device, trainings_at_once)
@@ -140,9 +142,19 @@ def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> str
     configs = [TrainConfig(model=e.model, device=device.type, **settings) for e in chosen]
     seconds = estimate_training_seconds(configs, images, device)
     epochs = planned_epochs(configs[0], images)
-    return (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs of {images:,} "
-            f"{'sample ' if sample else ''}images, {trainings_at_once(device)} at once, at the steps/s measured "
-            f"on this {device.type}; Dagster's scheduling and the analyses come on top)")
+    return seconds, (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs of "
+                     f"{images:,} {'sample ' if sample else ''}images, {trainings_at_once(device)} at once, at the "
+                     f"steps/s measured on this idle {device.type}; evaluation, the analyses and Dagster's "
+                     f"scheduling come on top)")
+
+
+# The options that change what a make run computes (the rest only say how it is shown).
+WORK_OPTIONS = ("dataset", "source", "idx_dir", "train_limit", "test_limit", "heldout_idx_dir", "epochs", "budget",
+                "batch_size", "lr", "precision", "quick_analyses")
+
+
+def work_settings(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in WORK_OPTIONS if getattr(args, name) not in (None, False)}
 
 
 def asset_names() -> list[str]:
@@ -466,15 +478,26 @@ def run(argv=None) -> None:
     chosen = selected_experiments(args)
     check_the_rest_is_stored(chosen)
     started = time.perf_counter()
+    machine, keys, settings = run_history.this_machine(), tuple(e.key for e in chosen), work_settings(args)
     groups = stop_orphaned_run_dagster(home)
     if groups:
         print(f"recovered: stopped the Dagster (process groups {', '.join(map(str, groups))}) of a make run "
               "that is gone", flush=True)
 
+    estimate = {}
+
     def prepare() -> None:
         recover(MlflowTracking())
         print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
-        print(training_estimate(args, chosen), flush=True)
+        estimate["training"], line = training_estimate(args, chosen)
+        print(line, flush=True)
+        print(run_history.estimate_total(convlab_home(), machine, keys, settings, estimate["training"]).line,
+              flush=True)
+
+    def remember() -> None:  # only a make run that finished: its time is what the next one is told
+        run_history.record(convlab_home(), run_history.PastRun(
+            machine, keys, settings, estimate.get("training", 0.0), time.perf_counter() - started,
+            run_history.finished_now()))
 
     api = running_ui(home)
     if api is not None:
@@ -482,6 +505,7 @@ def run(argv=None) -> None:
         print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
         submit_and_follow(api, chosen, run_config(args))
         summarise(started)
+        remember()
     else:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -503,6 +527,7 @@ def run(argv=None) -> None:
                     summarise(started)
                 finally:
                     stopping.join()
+                remember()
         finally:
             dagster.stop()
 

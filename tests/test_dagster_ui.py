@@ -139,6 +139,17 @@ def test_make_run_submits_one_backfill_over_every_partition_that_materialises_ev
         assert f"(run {run.run_id[:8]})" in printed
     assert "lecture report (" in printed and "claims hold)" in printed
     assert_console_reads_well(printed)
+    # the first make run here had no total to go by; the next one like it is told this one's time
+    from pipelines.run_history import estimate_total, past_runs, this_machine
+
+    assert "estimated total: known once one make run of these experiments has finished" in printed
+    [kept] = past_runs(lab["home"])
+    assert sorted(kept.experiments) == sorted(partitions) and kept.machine == this_machine()
+    assert kept.settings["source"] == "sample" and kept.settings["quick_analyses"] is True
+    finished_in = float(re.search(r"finished in (\d+) s", printed).group(1))
+    assert abs(kept.wall_s - finished_in) < 30 and kept.training_estimate_s > 0
+    assert estimate_total(lab["home"], kept.machine, kept.experiments, kept.settings,
+                          kept.training_estimate_s).seconds == kept.wall_s
     lab["results"]["backfill"] = {"id": backfill_id, "runs": [r.run_id for r in runs], "materialised": materialised}
 
 

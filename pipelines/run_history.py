@@ -1,0 +1,114 @@
+"""How long earlier `make run`s took on this machine, so that the next one can say how long it will take.
+
+The training estimate (conv_core.train.estimate_training_seconds) times steps
+on an idle machine; a whole make run also evaluates, analyses, and shares two
+CPUs among three trainings and an analysis, and on the machines measured it
+took 2.8 to 3.5 times that estimate. What it really took is known once one make run
+has finished, so each successful one appends a line to
+`logs/make-run-times.jsonl` under CONVLAB_HOME, and the next one reads it back:
+the same experiments and settings on the same machine give the total
+directly; the same experiments on other settings (another data set, budget or
+batch size) give it scaled by the training estimates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FILE_NAME = "make-run-times.jsonl"
+
+
+def history_path(home: Path) -> Path:
+    return home / "logs" / FILE_NAME
+
+
+def this_machine() -> str:
+    """The CPU model and how many CPUs this process may use: what the times depend on."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} x{cpus}"
+
+
+@dataclass(frozen=True)
+class PastRun:
+    machine: str
+    experiments: tuple[str, ...]
+    settings: dict  # the options that change the work: data, limits, schedule, precision, analyses
+    training_estimate_s: float
+    wall_s: float
+    finished: str  # local time, "2026-12-04 21:40"
+
+
+@dataclass(frozen=True)
+class TotalEstimate:
+    seconds: float | None
+    line: str
+
+
+def record(home: Path, run: PastRun) -> None:
+    path = history_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cut_short = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as out:  # after a line a killed make run left unfinished, on a line of its own
+        out.write(("\n" if cut_short else "") + json.dumps({**asdict(run), "experiments": list(run.experiments)})
+                  + "\n")
+
+
+def past_runs(home: Path) -> list[PastRun]:
+    """Every recorded run, oldest first; a line that cannot be read (a run killed mid-write) is skipped."""
+    path = history_path(home)
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            runs.append(PastRun(entry["machine"], tuple(entry["experiments"]), dict(entry["settings"]),
+                                float(entry["training_estimate_s"]), float(entry["wall_s"]), str(entry["finished"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return runs
+
+
+def estimate_total(home: Path, machine: str, experiments: tuple[str, ...], settings: dict,
+                   training_estimate_s: float) -> TotalEstimate:
+    """The whole make run's wall time, from the latest like it that finished on this machine."""
+    here = [run for run in past_runs(home) if run.machine == machine and run.experiments == experiments]
+    same = [run for run in here if run.settings == settings]
+    if same:
+        last = same[-1]
+        seconds = last.wall_s * _scale(training_estimate_s, last.training_estimate_s)
+        return TotalEstimate(seconds, f"estimated total: {seconds / 60:.1f} min, from the same make run here on "
+                                      f"{last.finished} ({last.wall_s / 60:.1f} min)")
+    scalable = [run for run in here if run.training_estimate_s > 0]
+    if scalable and training_estimate_s > 0:
+        last = scalable[-1]
+        seconds = last.wall_s * training_estimate_s / last.training_estimate_s
+        return TotalEstimate(seconds, f"estimated total: {seconds / 60:.1f} min, scaled by the training estimates "
+                                      f"from a make run of the same experiments on other settings here on "
+                                      f"{last.finished} ({last.wall_s / 60:.1f} min for a training estimate of "
+                                      f"{last.training_estimate_s / 60:.1f})")
+    return TotalEstimate(None, "estimated total: known once one make run of these experiments has finished on "
+                               "this machine (it is kept for the next)")
+
+
+def _scale(now: float, then: float) -> float:
+    """The same work measured again: a busier machine at start-up shows in the step times, within reason."""
+    if now <= 0 or then <= 0:
+        return 1.0
+    return min(max(now / then, 0.5), 2.0)
+
+
+def finished_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M")
