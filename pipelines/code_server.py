@@ -92,6 +92,9 @@ def workspace_yaml(host: str, port: int) -> str:
 def main() -> None:
     from dagster._cli import main as dagster
 
+    from pipelines.interrupts import take_interrupts
+
+    take_interrupts()  # before Dagster maps SIGTERM to SIGINT's handler
     if not use_warm_runs(warm_context()):
         print("this Dagster's code server cannot take a forkserver: runs start cold", file=sys.stderr)
     sys.argv = ["dagster", "api", "grpc", *sys.argv[1:]]

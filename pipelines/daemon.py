@@ -48,6 +48,10 @@ def set_backfill_look(seconds: int) -> bool:
 def main() -> None:
     from dagster._daemon.cli import main as dagster_daemon
 
+    from pipelines.interrupts import take_interrupts
+
+    take_interrupts()  # before Dagster maps SIGTERM to SIGINT's handler
+
     seconds = look_seconds()
     if not set_backfill_look(seconds):
         print(f"this Dagster has no backfill look interval to set: {LOOK_VARIABLE} ignored", file=sys.stderr)

@@ -42,3 +42,30 @@ def test_the_daemon_starts_when_asked_and_stops_with_the_webserver(tmp_path, mon
             assert time.monotonic() < deadline, (tmp_path / "dagster.log").read_text()[-3000:]
             time.sleep(1)
     assert not any(group_alive(group) for group in groups)
+
+
+def test_servers_started_with_sigint_ignored_still_stop_on_it(tmp_path, monkeypatch, capfd):
+    """A make run in a script's background starts with SIGINT ignored and passes that on; the code server and
+    the daemon take it back, so that stopping ends them with SIGINT rather than by killing them."""
+    import signal
+
+    from pipelines.resources.paths import ensure_dagster_home
+    from pipelines.services import LocalDagster
+
+    env = subprocess_env(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    monkeypatch.setenv("CONVLAB_HOME", env["CONVLAB_HOME"])
+    ensure_dagster_home()
+    dagster = LocalDagster(env=env, log_path=tmp_path / "dagster.log")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what its processes inherit
+    try:
+        with dagster:
+            servers = {"code server": dagster.code_server, "daemon": dagster.daemon}
+            ignored = (f"/proc/{dagster.code_server.pid}/status", "SigIgn")
+            mask = next(line for line in open(ignored[0]) if line.startswith(ignored[1])).split()[1]
+            assert int(mask, 16) & (1 << (signal.SIGINT - 1)) == 0, "the code server still ignores SIGINT"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    ended = {name: process.returncode for name, process in servers.items()}
+    assert all(code is not None and code >= 0 for code in ended.values()), (ended, capfd.readouterr().err)
+    assert "did not stop" not in capfd.readouterr().err
