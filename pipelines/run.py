@@ -495,9 +495,12 @@ def run(argv=None) -> None:
               flush=True)
 
     def remember() -> None:  # only a make run that finished: its time is what the next one is told
-        run_history.record(convlab_home(), run_history.PastRun(
-            machine, keys, settings, estimate.get("training", 0.0), time.perf_counter() - started,
-            run_history.finished_now()))
+        try:
+            run_history.record(convlab_home(), run_history.PastRun(
+                machine, keys, settings, estimate.get("training", 0.0), time.perf_counter() - started,
+                run_history.finished_now()))
+        except OSError as error:  # the results are in: a time not kept must not fail the run
+            print(f"this make run's time was not kept for the next estimate: {error}", file=sys.stderr)
 
     api = running_ui(home)
     if api is not None:
