@@ -67,11 +67,12 @@ def record(home: Path, run: PastRun) -> None:
 
 def past_runs(home: Path) -> list[PastRun]:
     """Every recorded run, oldest first; a line that cannot be read (a run killed mid-write) is skipped."""
-    path = history_path(home)
-    if not path.exists():
+    try:
+        text = history_path(home).read_text()
+    except (OSError, UnicodeDecodeError):  # none yet, or unreadable: no estimate, the run goes on
         return []
     runs = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
             runs.append(PastRun(entry["machine"], tuple(entry["experiments"]), dict(entry["settings"]),

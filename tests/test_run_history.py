@@ -51,3 +51,10 @@ def test_a_line_cut_short_is_skipped_and_the_rest_read(tmp_path):
     assert [run.wall_s for run in past_runs(tmp_path)] == [200.0]
     record(tmp_path, finished(wall=220.0))  # on a line of its own, not glued to the broken one
     assert [run.wall_s for run in past_runs(tmp_path)] == [200.0, 220.0]
+
+
+def test_an_unreadable_history_gives_no_estimate_rather_than_an_error(tmp_path):
+    history_path(tmp_path).parent.mkdir(parents=True)
+    history_path(tmp_path).write_bytes(b"\xff\xfe not text")
+    assert past_runs(tmp_path) == []
+    assert estimate_total(tmp_path, MACHINE, DEFAULT, SAMPLE, 60.0).seconds is None
