@@ -123,10 +123,10 @@ def run_config(args: argparse.Namespace) -> dict:
     return {"ops": {name: {"config": config} for name, config in ops.items() if config}}
 
 
-def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> tuple[float, str]:
-    """Seconds and the line `estimated training: ...`: the budget's (or --epochs') steps of every run times this
-    machine's measured seconds per step, the runs sharing it as the run queue lets them; the data's size assumed
-    from the options."""
+def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> tuple[float, int, str]:
+    """Seconds, how many trainings share the machine at once, and the line `estimated training: ...`: the
+    budget's (or --epochs') steps of every run times this machine's measured seconds per step, the runs sharing
+    it as the run queue lets them; the data's size assumed from the options."""
     from conv_core.data import VALIDATION_FRACTION
     from conv_core.train import (PRECISIONS, TrainConfig, estimate_training_seconds, planned_epochs,
                                  resolve_device, trainings_at_once)
@@ -142,8 +142,9 @@ def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> tup
     configs = [TrainConfig(model=e.model, device=device.type, **settings) for e in chosen]
     seconds = estimate_training_seconds(configs, images, device)
     epochs = planned_epochs(configs[0], images)
-    return seconds, (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs of "
-                     f"{images:,} {'sample ' if sample else ''}images, {trainings_at_once(device)} at once, at the "
+    at_once = min(len(configs), trainings_at_once(device))
+    return seconds, at_once, (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs "
+                              f"of {images:,} {'sample ' if sample else ''}images, {at_once} at once, at the "
                      f"steps/s measured on this idle {device.type}; evaluation, the analyses and Dagster's "
                      f"scheduling come on top)")
 
@@ -385,7 +386,8 @@ def data_in_brief(instance) -> str | None:
             "accuracies are not comparable to published MNIST results")
 
 
-def summarise(started: float) -> None:
+def summarise(started: float) -> float:
+    """Print the results; returns the training loops' seconds summed over the runs."""
     import dagster as dg
 
     from assets.analysis import accuracy_by_variant
@@ -414,6 +416,7 @@ def summarise(started: float) -> None:
         print(f"  in a browser while make ui runs: {link}")
     print(f"MLflow store: {mlflow.resolved_uri()} (experiment '{mlflow.resolved_experiment()}')")
     print("open both UIs with: make ui  (Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000)")
+    return float(runs["training_seconds"].fillna(0).sum())
 
 
 def cancel_orphaned_backfills(api: DagsterApi) -> None:
@@ -489,16 +492,16 @@ def run(argv=None) -> None:
     def prepare() -> None:
         recover(MlflowTracking())
         print(f"experiments ({len(chosen)}): {', '.join(e.key for e in chosen)}", flush=True)
-        estimate["training"], line = training_estimate(args, chosen)
+        estimate["training"], estimate["at_once"], line = training_estimate(args, chosen)
         print(line, flush=True)
         print(run_history.estimate_total(convlab_home(), machine, keys, settings, estimate["training"]).line,
               flush=True)
 
-    def remember() -> None:  # only a make run that finished: its time is what the next one is told
+    def remember(training_summed: float) -> None:  # only a make run that finished: the next one is told its time
         try:
             run_history.record(convlab_home(), run_history.PastRun(
                 machine, keys, settings, estimate.get("training", 0.0), time.perf_counter() - started,
-                run_history.finished_now()))
+                run_history.finished_now(), training_summed / estimate.get("at_once", 1)))
         except OSError as error:  # the results are in: a time not kept must not fail the run
             print(f"this make run's time was not kept for the next estimate: {error}", file=sys.stderr)
 
@@ -507,8 +510,7 @@ def run(argv=None) -> None:
         prepare()
         print(f"submitting to the running Dagster of make ui: {api.url}", flush=True)
         submit_and_follow(api, chosen, run_config(args))
-        summarise(started)
-        remember()
+        remember(summarise(started))
     else:
         log = convlab_home() / "logs" / "dagster-run.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -527,10 +529,10 @@ def run(argv=None) -> None:
                 stopping = threading.Thread(target=dagster.stop, kwargs={"grace": STOP_GRACE_SECONDS})
                 stopping.start()
                 try:
-                    summarise(started)
+                    training_summed = summarise(started)
                 finally:
                     stopping.join()
-                remember()
+                remember(training_summed)
         finally:
             dagster.stop()
 

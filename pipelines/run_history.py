@@ -8,7 +8,7 @@ has finished, so each successful one appends a line to
 `logs/make-run-times.jsonl` under CONVLAB_HOME, and the next one reads it back:
 the same experiments and settings on the same machine give the total
 directly; the same experiments on other settings (another data set, budget or
-batch size) give it scaled by the training estimates.
+batch size) give it with its training part scaled by the training estimates.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class PastRun:
     training_estimate_s: float
     wall_s: float
     finished: str  # local time, "2026-12-04 21:40"
+    training_wall_s: float = 0.0  # the training loops' seconds summed over the runs, over how many ran at once
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def past_runs(home: Path) -> list[PastRun]:
         try:
             entry = json.loads(line)
             runs.append(PastRun(entry["machine"], tuple(entry["experiments"]), dict(entry["settings"]),
-                                float(entry["training_estimate_s"]), float(entry["wall_s"]), str(entry["finished"])))
+                                float(entry["training_estimate_s"]), float(entry["wall_s"]), str(entry["finished"]),
+                                float(entry.get("training_wall_s", 0.0))))
         except (ValueError, KeyError, TypeError):
             continue
     return runs
@@ -95,13 +97,22 @@ def estimate_total(home: Path, machine: str, experiments: tuple[str, ...], setti
     scalable = [run for run in here if run.training_estimate_s > 0]
     if scalable and training_estimate_s > 0:
         last = scalable[-1]
-        seconds = last.wall_s * training_estimate_s / last.training_estimate_s
-        return TotalEstimate(seconds, f"estimated total: {seconds / 60:.1f} min, scaled by the training estimates "
-                                      f"from a make run of the same experiments on other settings here on "
-                                      f"{last.finished} ({last.wall_s / 60:.1f} min for a training estimate of "
-                                      f"{last.training_estimate_s / 60:.1f})")
+        seconds = scaled_total(last, training_estimate_s)
+        return TotalEstimate(seconds, f"estimated total: {seconds / 60:.1f} min, its training scaled by the "
+                                      f"training estimates from a make run of the same experiments on other "
+                                      f"settings here on {last.finished} ({last.wall_s / 60:.1f} min for a "
+                                      f"training estimate of {last.training_estimate_s / 60:.1f})")
     return TotalEstimate(None, "estimated total: known once one make run of these experiments has finished on "
                                "this machine (it is kept for the next)")
+
+
+def scaled_total(then: PastRun, training_estimate_s: float) -> float:
+    """`then`'s wall time with its training part grown or shrunk by the ratio of the training estimates, the rest
+    (start-up, evaluation, the analyses, scheduling) kept: the analyses do not grow with the training data.
+    A run recorded without its training seconds is scaled whole."""
+    ratio = training_estimate_s / then.training_estimate_s
+    training = min(then.training_wall_s, then.wall_s) if then.training_wall_s > 0 else then.wall_s
+    return then.wall_s - training + training * ratio
 
 
 def _scale(now: float, then: float) -> float:

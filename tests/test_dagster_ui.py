@@ -148,6 +148,7 @@ def test_make_run_submits_one_backfill_over_every_partition_that_materialises_ev
     assert kept.settings["source"] == "sample" and kept.settings["quick_analyses"] is True
     finished_in = float(re.search(r"finished in (\d+) s", printed).group(1))
     assert abs(kept.wall_s - finished_in) < 30 and kept.training_estimate_s > 0
+    assert 0 < kept.training_wall_s < kept.wall_s  # its trainings, as the results table summed them
     assert estimate_total(lab["home"], kept.machine, kept.experiments, kept.settings,
                           kept.training_estimate_s).seconds == kept.wall_s
     lab["results"]["backfill"] = {"id": backfill_id, "runs": [r.run_id for r in runs], "materialised": materialised}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipelines.run_history import PastRun, estimate_total, history_path, past_runs, record
 
 MACHINE = "Some CPU x2"
@@ -30,12 +32,14 @@ def test_the_same_make_run_gives_its_time_and_the_latest_one_counts(tmp_path):
     assert estimate_total(tmp_path, MACHINE, DEFAULT, SAMPLE, 600.0).seconds == 420.0
 
 
-def test_other_settings_scale_by_the_training_estimates(tmp_path):
-    record(tmp_path, finished())
+def test_other_settings_scale_the_training_part_by_the_training_estimates(tmp_path):
     fashion = {"dataset": "fashion_mnist"}
+    record(tmp_path, finished(settings={"source": "sample", "batch_size": 64}))  # recorded without its training
+    assert estimate_total(tmp_path, MACHINE, DEFAULT, fashion, 360.0).seconds == 210.0 * 6  # scaled whole
+    record(tmp_path, replace(finished(), training_wall_s=150.0))  # 60 s of it not training
     estimate = estimate_total(tmp_path, MACHINE, DEFAULT, fashion, 360.0)
-    assert estimate.seconds == 210.0 * 6
-    assert "scaled by the training estimates" in estimate.line and "21.0 min" in estimate.line
+    assert estimate.seconds == 60.0 + 150.0 * 6
+    assert "its training scaled by the training estimates" in estimate.line and "16.0 min" in estimate.line
 
 
 def test_other_machines_and_other_experiments_are_not_used(tmp_path):
