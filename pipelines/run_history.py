@@ -3,7 +3,7 @@
 The training estimate (conv_core.train.estimate_training_seconds) times steps
 on an idle machine; a whole make run also evaluates, analyses, and shares two
 CPUs among three trainings and an analysis, and on the machines measured it
-took 2.8 to 3.5 times that estimate. What it really took is known once one make run
+took 2 to 3.5 times that estimate. What it really took is known once one make run
 has finished, so each successful one appends a line to
 `logs/make-run-times.jsonl` under CONVLAB_HOME, and the next one reads it back:
 the same experiments and settings on the same machine give the total
