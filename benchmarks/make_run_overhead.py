@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from conv_core.train import usable_cpus
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--source", "sample", "--train-limit", "400", "--test-limit", "200", "--epochs", "3",
         "--batch-size", "8", "--lr", "0.002"]
@@ -124,7 +126,7 @@ def main() -> None:
     busy = union_seconds(intervals)
     # what the processes make run waited for used (Dagster's, and the run processes they reaped)
     cpu = {name: getattr(cpu_after, f"ru_{name}time") - getattr(cpu_before, f"ru_{name}time") for name in ("u", "s")}
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     print(f"make run {' '.join(shlex.split(args.make_run_args))}: {len(lives)} Dagster runs, "
           f"{len(intervals)} steps; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     if estimate:

@@ -124,6 +124,11 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which a container or `taskset` may narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """torch threads per training process on CPU: CONVLAB_THREADS, else this process's CPUs
     shared among the trainings that may run at once (CONVLAB_MAX_CONCURRENT_RUNS, default 4).
@@ -135,7 +140,7 @@ def default_threads() -> int:
     """
     if os.environ.get("CONVLAB_THREADS"):
         return max(1, int(os.environ["CONVLAB_THREADS"]))
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     return max(1, cpus // max(1, int(os.environ.get("CONVLAB_MAX_CONCURRENT_RUNS") or 4)))
 
 
@@ -310,7 +315,7 @@ def trainings_at_once(device: torch.device) -> int:
     on CPU the queue's limit (CONVLAB_MAX_CONCURRENT_RUNS, default 4), at most CPUs / threads each."""
     if device.type == "cuda":
         return torch.cuda.device_count()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     queue = int(os.environ.get("CONVLAB_MAX_CONCURRENT_RUNS") or 4)
     return max(1, min(queue, cpus // default_threads()))
 

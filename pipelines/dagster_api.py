@@ -224,7 +224,7 @@ class DagsterApi:
                 run_errors.append(text)
             elif event["__typename"] == "RunFailureEvent":
                 # Dagster's own failure of a crashed run says only this; the engine event it logged
-                # just before says what happened ("... unexpectedly exited with exit code -9").
+                # just before says what happened ("... was terminated by signal 9 (SIGKILL).").
                 generic = not message or message.startswith(RUN_FAILED_OUTSIDE)
                 if generic and engine_message:
                     message = engine_message

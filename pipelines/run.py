@@ -143,10 +143,10 @@ def training_estimate(args: argparse.Namespace, chosen: list[Experiment]) -> tup
     seconds = estimate_training_seconds(configs, images, device)
     epochs = planned_epochs(configs[0], images)
     at_once = min(len(configs), trainings_at_once(device))
-    return seconds, at_once, (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs "
-                              f"of {images:,} {'sample ' if sample else ''}images, {at_once} at once, at the "
-                     f"steps/s measured on this idle {device.type}; evaluation, the analyses and Dagster's "
-                     f"scheduling come on top)")
+    line = (f"estimated training: {seconds / 60:.1f} min ({len(chosen)} runs x {epochs} epochs of {images:,} "
+            f"{'sample ' if sample else ''}images, {at_once} at once, at the steps/s measured on this idle "
+            f"{device.type}; evaluation, the analyses and Dagster's scheduling come on top)")
+    return seconds, at_once, line
 
 
 # The options that change what a make run computes (the rest only say how it is shown).

@@ -36,8 +36,9 @@ def this_machine() -> str:
                 break
     except OSError:
         pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model} x{cpus}"
+    from conv_core.train import usable_cpus
+
+    return f"{model} x{usable_cpus()}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class TotalEstimate:
 def record(home: Path, run: PastRun) -> None:
     path = history_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cut_short = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    cut_short = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            cut_short = existing.read(1) != b"\n"
     with path.open("a") as out:  # after a line a killed make run left unfinished, on a line of its own
         out.write(("\n" if cut_short else "") + json.dumps({**asdict(run), "experiments": list(run.experiments)})
                   + "\n")

@@ -8,6 +8,7 @@ it the daemon beats, and stopping ends every process of the three groups.
 
 from __future__ import annotations
 
+import re
 import time
 
 from conftest import subprocess_env
@@ -61,9 +62,9 @@ def test_servers_started_with_sigint_ignored_still_stop_on_it(tmp_path, monkeypa
     try:
         with dagster:
             servers = {"code server": dagster.code_server, "daemon": dagster.daemon}
-            ignored = (f"/proc/{dagster.code_server.pid}/status", "SigIgn")
-            mask = next(line for line in open(ignored[0]) if line.startswith(ignored[1])).split()[1]
-            assert int(mask, 16) & (1 << (signal.SIGINT - 1)) == 0, "the code server still ignores SIGINT"
+            status = open(f"/proc/{dagster.code_server.pid}/status").read()
+            ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+            assert ignored & (1 << (signal.SIGINT - 1)) == 0, "the code server still ignores SIGINT"
     finally:
         signal.signal(signal.SIGINT, previous)
     ended = {name: process.returncode for name, process in servers.items()}
