@@ -11,10 +11,15 @@ them; ratios are taken within a repeat (so a shared machine's load swings
 hit both sides) and the medians over repeats are printed, with the load
 average. The examples/mnist loop runs as that script does (torch's default
 threads) and with one thread; its faster one is the baseline. convlab runs as
-training does by default: `default_threads()`, the memory format and precision
-of the start-up measurement (`measured_layout`), full batches only.
-`--variants all` also times each layout, both thread counts, batch 512, and the
-default without the C kernels (conv_core.first_layer, conv_core.pooling).
+training does by default (DEFAULT): `default_threads()` (one on a 2-CPU
+machine, where `make run` trains several at once), the memory format and
+precision of the start-up measurement (`measured_layout`), full batches only;
+and as a training alone on the machine runs with `threads=` all its CPUs
+(ALONE), the CPUs the examples/mnist loop uses: each thread a slice of every
+batch (conv_core.batch_split). `--variants all` also times each layout at both
+thread counts, batch 512, the default without the C kernels
+(conv_core.first_layer, conv_core.pooling, conv_core.conv_backward), and
+ALONE with torch's threads inside each operation instead of the batch split.
 Accuracy is not measured here: the defaults' validation accuracy is the
 README's tuning table, time to a test accuracy is benchmarks/time_to_accuracy.py.
 """
@@ -35,6 +40,9 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
+from conv_core.batch_split import SWITCH_VARIABLE as SPLIT_SWITCH
+from conv_core.batch_split import split_applies
+from conv_core.conv_backward import SWITCH_VARIABLE as CONV_BACKWARD_SWITCH
 from conv_core.data import MNIST_MEAN, MNIST_STD
 from conv_core.models import build_model
 from conv_core.first_layer import SWITCH_VARIABLE as FIRST_LAYER_SWITCH
@@ -161,8 +169,12 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
     all_threads = torch.get_num_threads()
     base = TrainConfig(model=name, device=str(device), epochs=1, batch_size=args.batch_size)
     chosen = resolve_layout(base, device)
-    described = lambda layout, bs, count: (f"convlab (bs {bs}, {layout.label}"  # noqa: E731
-                                           + (f", {count} thr)" if cpu else ")"))
+    split = cpu and split_applies(build_model(name), device, all_threads)
+
+    def described(layout, bs, count):
+        threads_note = f", {count} thr{', batch split' if split and count > 1 else ''}" if cpu else ""
+        return f"convlab (bs {bs}, {layout.label}{threads_note})"
+
     timed = {
         f"examples/mnist ({all_threads} thr, as the script runs)":
             lambda: _with_threads(all_threads, lambda: examples_mnist_epoch(name, images, labels, device)),
@@ -172,16 +184,22 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
                                                                                                    labels, device))
     timed["DEFAULT " + described(chosen, base.batch_size, default_count)] = \
         lambda: convlab_epoch(base, images, labels, default_count)
+    if cpu and all_threads != default_count:  # a training alone on the machine, on the CPUs examples/mnist uses
+        timed["ALONE " + described(chosen, base.batch_size, all_threads)] = \
+            lambda: convlab_epoch(base, images, labels, all_threads)
     if args.variants == "all":
         for layout in layout_candidates(TrainConfig(model=name), device):
             fixed = replace(base, channels_last=layout.channels_last, bf16=layout.bf16)
             for count in sorted({default_count, all_threads} if cpu else {None}, key=lambda c: c or 0):
-                if (layout, count) != (chosen, default_count):
+                if layout != chosen:
                     timed[described(layout, base.batch_size, count)] = \
                         lambda fixed=fixed, count=count: convlab_epoch(fixed, images, labels, count)
-        if cpu:  # the same default without the C kernels (first layer, pooling): what they buy
+        if cpu:  # the same default without the C kernels (first layer, pooling, conv backward): what they buy
             timed["DEFAULT, torch's conv and max_pool2d only"] = \
                 lambda: _without_kernels(lambda: convlab_epoch(base, images, labels, default_count))
+            if split:  # the same training alone with torch's threads inside each operation instead
+                timed[described(chosen, base.batch_size, all_threads).replace("batch split", "torch's threads")] = \
+                    lambda: _without_split(lambda: convlab_epoch(base, images, labels, all_threads))
         wide = replace(base, batch_size=512)
         timed[described(resolve_layout(wide, device), 512, default_count)] = \
             lambda: convlab_epoch(wide, images, labels, default_count)
@@ -189,7 +207,12 @@ def loops(name: str, args, device: torch.device, images, labels) -> dict:
 
 
 def _without_kernels(run):
-    with mock.patch.dict(os.environ, {POOL_SWITCH: "0", FIRST_LAYER_SWITCH: "0"}):
+    with mock.patch.dict(os.environ, {POOL_SWITCH: "0", FIRST_LAYER_SWITCH: "0", CONV_BACKWARD_SWITCH: "0"}):
+        return run()
+
+
+def _without_split(run):
+    with mock.patch.dict(os.environ, {SPLIT_SWITCH: "0"}):
         return run()
 
 

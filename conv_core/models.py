@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from conv_core.data import MNIST_MEAN, MNIST_STD
+from conv_core import conv_backward
 from conv_core.first_layer import ConvPoolReLU, layer_fits
 from conv_core.pooling import MaxPool2x2, is_plain_2x2
 
@@ -183,7 +184,9 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
     ReLU then works on a quarter of the values (about 15% of a seed CNN step,
     fp32), and inside the pooling kernel (`MaxPool2x2(relu=True)`) it costs
     no pass of its own. A first layer of one input channel, its pool and
-    ReLU become one stage (`ConvPoolReLU`, named after the convolution).
+    ReLU become one stage (`ConvPoolReLU`, named after the convolution), and
+    a 16-channel convolution takes its backward from a C kernel where
+    that is faster (`conv_core.conv_backward`).
     Modules and parameters are shared with `model`, so its weights are what
     this trains; the model itself keeps the lecture's order, which captum's
     backward rules and the figures rely on.
@@ -199,7 +202,9 @@ def pool_before_relu(model: nn.Sequential) -> nn.Sequential:
                 continue
             reordered.append((pool_name, pool))
         reordered.append((name, module))
-    return nn.Sequential(OrderedDict(_fuse_first_layer(reordered)))
+    stages = [(name, conv_backward.KernelBackwardConv(module) if conv_backward.layer_fits(module) else module)
+              for name, module in _fuse_first_layer(reordered)]
+    return nn.Sequential(OrderedDict(stages))
 
 
 def _fuse_first_layer(stages: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conv_core.augment import random_crop_batch, shift_batch
+from conv_core.batch_split import BatchSplitStep, split_applies
 from conv_core.evaluate import evaluate
 from conv_core.models import build_model, pool_before_relu
 
@@ -632,7 +633,8 @@ def train(
     if device.type == "cuda":
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     # fork_rng: seeding for init and dropout must not leak into the caller's global RNG.
-    with torch.random.fork_rng(devices=cuda_devices), _deterministic(device), _thread_count(threads):
+    with torch.random.fork_rng(devices=cuda_devices), _deterministic(device), _thread_count(threads), \
+            contextlib.ExitStack() as cleanup:
         layout = _agreed_layout(config, device, world)
         channels_last, use_bf16 = layout.channels_last, layout.bf16
 
@@ -689,7 +691,15 @@ def train(
         if world is not None:
             forward = world.wrap(forward, device)  # same parameters; backward all-reduces their gradients
 
-        threads_note = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+        split = None
+        if world is None and split_applies(model, device, threads):
+            # each thread one slice of every batch, one torch thread inside it (conv_core.batch_split)
+            split = cleanup.enter_context(BatchSplitStep(
+                forward, model.parameters(), threads, bf16=use_bf16, loss_sum=lambda logits, y:
+                F.cross_entropy(logits, y, label_smoothing=config.label_smoothing, reduction="sum")))
+            torch.set_num_threads(1)  # _thread_count restores the caller's count on the way out
+        threads_note = (f", {threads} threads, batch split" if split else
+                        f", {torch.get_num_threads()} threads" if device.type == "cpu" else "")
         log(f"training {config.model} on {n:,} images, {device} ({'bf16 autocast' if use_bf16 else 'fp32'}, "
             f"{'NHWC' if channels_last else 'NCHW'}{threads_note}), epochs {start_epoch + 1}-{epochs}"
             + ("" if config.epochs else f" (budget {config.budget_images:,} images)"))
@@ -717,18 +727,23 @@ def train(
                 x = x.float().div_(255)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = forward(x)
-                if world is None:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-                    slice_loss_sum = loss.detach() * len(y)
+                if split is not None:  # forward and backward; the gradients are in .grad
+                    loss, logits = split(x, y)
+                    slice_loss_sum = loss * len(y)
                 else:
-                    loss, slice_loss_sum = world.slice_loss(logits.float(), y, len(batch_index),
-                                                            config.label_smoothing)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        logits = forward(x)
+                    if world is None:
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                        slice_loss_sum = loss.detach() * len(y)
+                    else:
+                        loss, slice_loss_sum = world.slice_loss(logits.float(), y, len(batch_index),
+                                                                config.label_smoothing)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(epoch, step, scheduler.get_last_lr()[0], loss.item())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if split is None:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
