@@ -25,7 +25,7 @@ order.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable
 
 import torch
@@ -88,9 +88,10 @@ class BatchSplitStep:
         slices = [(xs, ys) for xs, ys in slices if len(ys)]  # a batch smaller than the thread count
         others = [self._workers.submit(self._slice, xs, ys, len(y)) for xs, ys in slices[1:]]
         try:
-            results = [self._slice(*slices[0], len(y))]
+            first = self._slice(*slices[0], len(y))
         finally:  # never leave a slice running into the next step, even when this one failed
-            results += [other.result() for other in others]
+            wait(others)
+        results = [first] + [other.result() for other in others]
         for parameter, *gradients in zip(self.parameters, *(result[2] for result in results)):
             total = None
             for gradient in gradients:  # slice order: the same bits every time

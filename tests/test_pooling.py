@@ -80,6 +80,7 @@ def test_the_switch_turns_the_kernel_off(monkeypatch):
 @pytest.mark.parametrize("bf16", [False, True])
 def test_the_training_order_of_a_channels_last_seed_cnn_matches_the_model(bf16, monkeypatch):
     monkeypatch.setenv("CONVLAB_FUSED_FIRST_LAYER", "0")  # its own arithmetic: tests/test_first_layer.py
+    monkeypatch.setenv("CONVLAB_CONV_BACKWARD", "0")  # and tests/test_conv_backward.py
     torch.manual_seed(0)
     model = build_model("seed_cnn").train().to(memory_format=torch.channels_last)
     view = pool_before_relu(model)

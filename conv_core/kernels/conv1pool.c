@@ -368,6 +368,38 @@ static inline __attribute__((always_inline)) void backward_rows(
     }
 }
 
+/* The channels past the first 8 when there are at most SCALAR_TAIL of them (the seed CNN's 9): one at a time
+ * from each window's winning cell alone (the cell's K x K patch times its gradient), instead of a second
+ * 8-lane vector through all four cells with one or two of its lanes live. */
+#define SCALAR_TAIL 2
+static inline __attribute__((always_inline)) void tail_backward_rows(
+    const float *x, const void *grad_out, int grad_bf16, const uint8_t *argmax, float *dw, float *db,
+    int64_t HP, int64_t WP, int64_t C, const int K, int64_t start, int64_t stop)
+{
+    const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2;
+    for (int64_t c = 8; c < C; c++) {
+        float taps[49] = {0}, bias = 0;
+        for (int64_t r = start; r < stop; r++) {
+            const int64_t n = r / OH, oy = r % OH;
+            for (int64_t ox = 0; ox < OW; ox++) {
+                const int64_t at = (r * OW + ox) * C + c;
+                const int which = argmax[at];
+                if (which == 4)
+                    continue;  /* ReLU stopped it: no cell gets a gradient */
+                const float g = grad_bf16 ? widen_bf16(((const uint16_t *)grad_out)[at]) : ((const float *)grad_out)[at];
+                const float *patch = x + (n * HP + 2 * oy + which / 2) * WP + 2 * ox + which % 2;
+                for (int ky = 0; ky < K; ky++)
+                    for (int kx = 0; kx < K; kx++)
+                        taps[ky * K + kx] += g * patch[ky * WP + kx];
+                bias += g;
+            }
+        }
+        for (int t = 0; t < K * K; t++)
+            dw[c * K * K + t] += taps[t];
+        db[c] += bias;
+    }
+}
+
 /* Here HALVES, a constant too. */
 #define BY_KERNEL(ROWS, ...)                              \
     do {                                                  \
@@ -402,6 +434,13 @@ void conv1pool_forward(const float *x, const float *w, const float *b, void *out
 void conv1pool_backward(const float *x, const void *grad_out, int64_t grad_bf16, const uint8_t *argmax, float *dw,
                         float *db, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
 {
+#ifdef SCALAR_TAIL
+    if (C > 8 && C <= 8 + SCALAR_TAIL) {
+        BY_SIZE(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C, 1);  /* channels 0-7 */
+        BY_SIZE(tail_backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
+        return;
+    }
+#endif
     BY_KERNEL(backward_rows, x, grad_out, (int)grad_bf16, argmax, dw, db, HP, WP, C);
 }
 
