@@ -111,7 +111,7 @@ class _Conv2d(torch.autograd.Function):
             grad_in = input_gradient(grad_out, weight)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_weight, grad_bias = weight_gradients(x, grad_out, weight.shape[-1])
-            # the weight's own memory format, as torch's convolution gives it (fused Adam wants them alike)
+            # in the weight's own memory format, as torch's convolution backward gives it
             grad_weight = grad_weight.contiguous(memory_format=torch.channels_last
                                                  if weight.is_contiguous(memory_format=torch.channels_last)
                                                  and not weight.is_contiguous() else torch.contiguous_format)
