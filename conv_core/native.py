@@ -96,6 +96,16 @@ def load(name: str) -> ctypes.CDLL | None:
     return None
 
 
+@functools.cache
+def sources_digest() -> str:
+    """A short digest of every kernel's source: what a measurement of training speed depends on besides
+    the machine and torch (conv_core.train keys its cached layout choice by it)."""
+    digest = hashlib.sha256()
+    for source in sorted(KERNELS.glob("*.c")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def pointer(tensor: torch.Tensor, dtype: torch.dtype) -> ctypes.c_void_p:
     """The address of a contiguous CPU tensor's first element, for a kernel argument.
 

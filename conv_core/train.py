@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conv_core import native
 from conv_core.augment import random_crop_batch, shift_batch
 from conv_core.batch_split import BatchSplitStep, split_applies
 from conv_core.evaluate import evaluate
@@ -249,8 +250,8 @@ def measured_layout(model_name: str, batch_size: int, device: torch.device, cand
     """The fastest of `candidates` for this model and batch on this machine, measured once.
 
     Remembered for the process and in a small JSON file (`layout_cache_path`)
-    keyed by the CPU, its count, torch's version, model, batch size and the
-    candidates, with every candidate's measured milliseconds per step, so the
+    keyed by the CPU, its count, torch's version, the C kernels' sources, model,
+    batch size and the candidates, with every candidate's measured milliseconds per step, so the
     same machine keeps the same choice (and so the same arithmetic) across runs.
     """
     return _measure_layout(model_name, batch_size, device, candidates, seconds_of, path)[0]
@@ -262,8 +263,10 @@ def _measure_layout(model_name, batch_size, device, candidates, seconds_of=None,
         return candidates[0], None
     path = path or layout_cache_path()
     machine = _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    key = (f"{machine} | {os.cpu_count()} cpus | torch {torch.__version__} | {model_name} | batch {batch_size} | "
-           + ", ".join(c.label for c in candidates))
+    # the kernels' sources too: a changed kernel changes which layout is faster (a stale choice measured
+    # before the second convolution's backward kernel kept NHWC where NCHW had become faster)
+    key = (f"{machine} | {os.cpu_count()} cpus | torch {torch.__version__} | kernels {native.sources_digest()} | "
+           f"{model_name} | batch {batch_size} | " + ", ".join(c.label for c in candidates))
     if (str(path), key) in _measured_layouts:
         return _measured_layouts[str(path), key]
     cache = {}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -165,6 +166,11 @@ def test_the_start_up_measurement_picks_the_faster_and_caches_it(tmp_path):
     # another batch size is another measurement, kept beside the first
     measured_layout("mlp", 64, cpu, [nhwc, nchw], seconds_of=seconds_of, path=cache)
     assert len(measured) == 4 and len(json.loads(cache.read_text())) == 2
+    # so is a changed C kernel: it can change which layout is faster
+    train_module._measured_layouts.clear()
+    with mock.patch.object(train_module.native, "sources_digest", lambda: "another"):
+        measured_layout("mlp", 32, cpu, [nhwc, nchw], seconds_of=seconds_of, path=cache)
+    assert len(measured) == 6 and len(json.loads(cache.read_text())) == 3
 
 
 # --- training
