@@ -759,7 +759,8 @@ def train(
 
             validation_loss = validation_accuracy = None
             if validation_images is not None:
-                result = evaluate(model, validation_images, validation_labels, batch_size=2000)
+                with _thread_count(threads if split else None):  # large batches: torch's threads serve them
+                    result = evaluate(model, validation_images, validation_labels, batch_size=2000)
                 validation_loss, validation_accuracy = result.loss, result.accuracy
             stats = EpochStats(
                 epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,

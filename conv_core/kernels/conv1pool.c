@@ -19,6 +19,7 @@
  * (rounded to nearest even, as torch rounds); weights (C, K, K) float32. C <= 16.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -400,6 +401,78 @@ static inline __attribute__((always_inline)) void tail_backward_rows(
     }
 }
 
+/* The same channels, forward: eight pooled windows of a row at a time, one per lane. The image's padded
+ * rows are split once into even and odd columns, so that a tap's eight pixels (two columns apart, one per
+ * window) are one contiguous load; each window's four convolution outputs are summed in four vectors, then
+ * pooled and ReLU'd as forward_rows does. `plane`: 2 * HP * SPAN floats of scratch. */
+static inline __attribute__((always_inline)) void tail_forward_rows(
+    const float *x, const float *w, const float *b, void *out, int out_bf16, uint8_t *argmax, int64_t HP,
+    int64_t WP, int64_t C, float *plane, const int K, int64_t start, int64_t stop)
+{
+    const int64_t OH = (HP - K + 1) / 2, OW = (WP - K + 1) / 2, SPAN = (WP + 1) / 2 + 16;
+    float *evens = plane, *odds = plane + HP * SPAN;
+    int64_t split_image = -1;
+    for (int64_t r = start; r < stop; r++) {
+        const int64_t n = r / OH, oy = r % OH;
+        if (n != split_image) {  /* zeros past the row's end: lanes beyond OW read them, and are not stored */
+            for (int64_t i = 0; i < HP; i++) {
+                const float *row = x + (n * HP + i) * WP;
+                for (int64_t j = 0; j < SPAN; j++) {
+                    evens[i * SPAN + j] = 2 * j < WP ? row[2 * j] : 0.0f;
+                    odds[i * SPAN + j] = 2 * j + 1 < WP ? row[2 * j + 1] : 0.0f;
+                }
+            }
+            split_image = n;
+        }
+        for (int64_t c = 8; c < C; c++) {
+            const float *taps = w + c * K * K;
+            for (int64_t first = 0; first < OW; first += 8) {
+                __m256 cell[4];
+                for (int k = 0; k < 4; k++)
+                    cell[k] = _mm256_set1_ps(b[c]);
+                for (int dy = 0; dy < 2; dy++)
+                    for (int ky = 0; ky < K; ky++) {
+                        const int64_t i = 2 * oy + dy + ky;
+#pragma GCC unroll 8
+                        for (int s = 0; s <= K; s++) {  /* s = dx + kx: column 2 * window + s */
+                            const __m256 v = _mm256_loadu_ps((s & 1 ? odds : evens) + i * SPAN + first + s / 2);
+#pragma GCC unroll 2
+                            for (int dx = 0; dx < 2; dx++) {
+                                const int kx = s - dx;
+                                if (kx >= 0 && kx < K)
+                                    cell[dy * 2 + dx] =
+                                        _mm256_fmadd_ps(v, _mm256_set1_ps(taps[ky * K + kx]), cell[dy * 2 + dx]);
+                            }
+                        }
+                    }
+                __m256 best = cell[0], which = _mm256_setzero_ps();
+                for (int k = 1; k < 4; k++) {
+                    const __m256 t = wins(cell[k], best);
+                    best = _mm256_blendv_ps(best, cell[k], t);
+                    which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(k)), t);
+                }
+                const __m256 negative = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ);
+                const __m256 stopped = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LE_OQ);
+                best = _mm256_andnot_ps(negative, best);
+                which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(4)), stopped);
+                float values[8];
+                int32_t winners[8];
+                _mm256_storeu_ps(values, best);
+                _mm256_storeu_si256((__m256i *)winners, _mm256_castps_si256(which));
+                const int64_t count = OW - first < 8 ? OW - first : 8;
+                for (int64_t lane = 0; lane < count; lane++) {
+                    const int64_t at = (r * OW + first + lane) * C + c;
+                    argmax[at] = (uint8_t)winners[lane];
+                    if (out_bf16)
+                        ((uint16_t *)out)[at] = narrow_bf16(values[lane]);
+                    else
+                        ((float *)out)[at] = values[lane];
+                }
+            }
+        }
+    }
+}
+
 /* Here HALVES, a constant too. */
 #define BY_KERNEL(ROWS, ...)                              \
     do {                                                  \
@@ -428,6 +501,17 @@ int conv1pool_available(void) { return 1; }
 void conv1pool_forward(const float *x, const float *w, const float *b, void *out, int64_t out_bf16,
                        uint8_t *argmax, int64_t HP, int64_t WP, int64_t C, int64_t K, int64_t start, int64_t stop)
 {
+#ifdef SCALAR_TAIL
+    if (C > 8 && C <= 8 + SCALAR_TAIL) {
+        float *plane = malloc(sizeof(float) * 2 * HP * ((WP + 1) / 2 + 16));
+        if (plane != NULL) {
+            BY_SIZE(forward_rows, x, w, b, out, (int)out_bf16, argmax, HP, WP, C, 1);  /* channels 0-7 */
+            BY_SIZE(tail_forward_rows, x, w, b, out, (int)out_bf16, argmax, HP, WP, C, plane);
+            free(plane);
+            return;
+        }
+    }
+#endif
     BY_KERNEL(forward_rows, x, w, b, out, (int)out_bf16, argmax, HP, WP, C);
 }
 
