@@ -7,6 +7,9 @@ kernel (`kernels/conv1pool.c`, AVX-512 or AVX2) computes each pooled output's fo
 convolution outputs in registers, pools them and applies ReLU, and writes
 only the pooled output; its backward gives the weight and bias gradients
 from the winning cell of each window alone (the data needs no gradient).
+With AVX2, a ninth or tenth channel (the seed CNN's 9) is computed apart
+from the first eight rather than in a second vector of one or two live
+lanes: forward eight windows per vector, backward from each winner alone.
 
 Arithmetic: float32 throughout, the output rounded to bfloat16 under bf16
 autocast (torch's autocast would round the convolution's inputs and weights
