@@ -7,7 +7,7 @@ the forward's rate, its vectors along the 9 input channels. `kernels/convgrad.c`
 runs every vector along the 16 output channels instead: for the input
 gradient that is the sum's own axis (5-7 ms -> about 2 ms); the weight
 gradient holds a tap's sums for a few input channels in registers over a
-whole image (3.3-3.6 -> 2.8 ms, the same bits as oneDNN's here). The
+whole image (3.3-3.6 -> 2.1-2.8 ms, the same bits as oneDNN's here). The
 forward stays torch's.
 
 Arithmetic: float32. The input gradient sums in another order than oneDNN,
