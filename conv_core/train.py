@@ -250,9 +250,10 @@ def measured_layout(model_name: str, batch_size: int, device: torch.device, cand
     """The fastest of `candidates` for this model and batch on this machine, measured once.
 
     Remembered for the process and in a small JSON file (`layout_cache_path`)
-    keyed by the CPU, its count, torch's version, the C kernels' sources, model,
-    batch size and the candidates, with every candidate's measured milliseconds per step, so the
-    same machine keeps the same choice (and so the same arithmetic) across runs.
+    keyed by the CPU, its count, torch's version, the C kernels' sources,
+    model, batch size and the candidates, with every candidate's measured
+    milliseconds per step, so the same machine keeps the same choice (and so
+    the same arithmetic) across runs.
     """
     return _measure_layout(model_name, batch_size, device, candidates, seconds_of, path)[0]
 
@@ -592,10 +593,13 @@ def train(
     Each epoch trains on full batches only (`steps_per_epoch`); the run lasts
     `planned_epochs(config, n)` epochs.
 
-    `threads` sets torch's CPU thread count for this call only (bitwise
-    reproducibility assumes the same count); None: `default_threads()`. On a
-    CPU shared with other busy processes 1 thread measured 5-20x faster than
-    2 here: every parallel op waits for its slowest thread.
+    `threads`: CPU threads for this call only (bitwise reproducibility
+    assumes the same count); None: `default_threads()`. More than one cuts
+    every batch into that many slices, one per thread, each computed with
+    one torch thread (conv_core.batch_split); a model with dropout uses
+    torch's threads inside each operation instead. On a CPU shared with
+    other busy processes 1 thread of torch's measured 5-20x faster than 2
+    here: every parallel op waits for its slowest thread.
 
     `world` (conv_core.distributed.setup() under torchrun) trains data-parallel:
     each rank takes its slice of every global batch and DDP averages the
