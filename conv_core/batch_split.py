@@ -24,18 +24,19 @@ order.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable
 
 import torch
 from torch import nn
 
+from conv_core import native
+
 SWITCH_VARIABLE = "CONVLAB_BATCH_SPLIT"
 
 
 def batch_split_enabled() -> bool:
-    return os.environ.get(SWITCH_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+    return native.switched_on(SWITCH_VARIABLE)
 
 
 def draws_random_numbers(model: nn.Module) -> bool:

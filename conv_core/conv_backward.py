@@ -22,7 +22,6 @@ torch's own convolution.
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +36,11 @@ MAX_IN_CHANNELS = 24  # the input gradient's sums: two groups of 12 held in regi
 
 
 def enabled() -> bool:
-    return os.environ.get(SWITCH_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+    return native.switched_on(SWITCH_VARIABLE)
 
 
 def _library():
-    library = native.load("convgrad")
-    return library if library is not None and library.convgrad_available() else None
+    return native.load_available("convgrad")
 
 
 def layer_fits(conv: nn.Module) -> bool:
@@ -112,9 +110,7 @@ class _Conv2d(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_weight, grad_bias = weight_gradients(x, grad_out, weight.shape[-1])
             # in the weight's own memory format, as torch's convolution backward gives it
-            grad_weight = grad_weight.contiguous(memory_format=torch.channels_last
-                                                 if weight.is_contiguous(memory_format=torch.channels_last)
-                                                 and not weight.is_contiguous() else torch.contiguous_format)
+            grad_weight = torch.empty_like(weight).copy_(grad_weight)
         return (grad_in, grad_weight if ctx.needs_input_grad[1] else None,
                 grad_bias if ctx.has_bias and ctx.needs_input_grad[2] else None, None)
 

@@ -23,7 +23,6 @@ modules run as before: torch's convolution, then `max_pool2x2`.
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +37,11 @@ MAX_CHANNELS = 16  # one AVX-512 vector of float32, two of AVX2
 
 
 def fused_enabled() -> bool:
-    return os.environ.get(SWITCH_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+    return native.switched_on(SWITCH_VARIABLE)
 
 
 def _library():
-    library = native.load("conv1pool")
-    return library if library is not None and library.conv1pool_available() else None
+    return native.load_available("conv1pool")
 
 
 def layer_fits(conv: nn.Module) -> bool:

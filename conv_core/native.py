@@ -106,6 +106,18 @@ def sources_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+def switched_on(variable: str) -> bool:
+    """Whether the switch `variable` is on: unset or anything but 0, false, no or off."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def load_available(name: str) -> ctypes.CDLL | None:
+    """kernels/<name>.c as `load` gives it, or None unless its `<name>_available()` says this CPU runs it
+    (files whose vector paths need instructions the CPU lacks compile to a stub that says no)."""
+    library = load(name)
+    return library if library is not None and getattr(library, f"{name}_available")() else None
+
+
 def pointer(tensor: torch.Tensor, dtype: torch.dtype) -> ctypes.c_void_p:
     """The address of a contiguous CPU tensor's first element, for a kernel argument.
 

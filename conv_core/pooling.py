@@ -15,7 +15,6 @@ CONVLAB_NATIVE_POOL=0 (to compare, or to rule the kernel out).
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ SWITCH_VARIABLE = "CONVLAB_NATIVE_POOL"
 
 
 def native_pool_enabled() -> bool:
-    return os.environ.get(SWITCH_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+    return native.switched_on(SWITCH_VARIABLE)
 
 
 def _kernel(name: str, dtype: torch.dtype):

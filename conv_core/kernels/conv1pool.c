@@ -202,6 +202,22 @@ static inline __m256 wins(__m256 v, __m256 best)
     return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
+/* A window's four cells (row-major) pooled, then ReLU'd: the result, and in *which the winning cell as a
+ * 32-bit integer per lane (4: none, the ReLU stopped it). */
+static inline __m256 pool_relu(const __m256 cell[4], __m256 *which)
+{
+    __m256 best = cell[0], winner = _mm256_setzero_ps();
+    for (int k = 1; k < 4; k++) {
+        const __m256 t = wins(cell[k], best);
+        best = _mm256_blendv_ps(best, cell[k], t);
+        winner = _mm256_blendv_ps(winner, _mm256_castsi256_ps(_mm256_set1_epi32(k)), t);
+    }
+    const __m256 negative = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 stopped = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LE_OQ);
+    *which = _mm256_blendv_ps(winner, _mm256_castsi256_ps(_mm256_set1_epi32(4)), stopped);
+    return _mm256_andnot_ps(negative, best);
+}
+
 static inline __attribute__((always_inline)) void forward_rows(
     const float *x, const float *w, const float *b, void *out, int out_bf16, uint8_t *argmax, int64_t HP,
     int64_t WP, int64_t C, const int HALVES, const int K, int64_t start, int64_t stop)
@@ -252,16 +268,9 @@ static inline __attribute__((always_inline)) void forward_rows(
             for (int win = 0; win < WINDOWS; win++) {
                 const int64_t at = (r * OW + left + win) * C;
                 for (int h = 0; h < HALVES; h++) {
-                    __m256 best = cell[win][0][h], which = _mm256_setzero_ps();
-                    for (int k = 1; k < 4; k++) {
-                        const __m256 t = wins(cell[win][k][h], best);
-                        best = _mm256_blendv_ps(best, cell[win][k][h], t);
-                        which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(k)), t);
-                    }
-                    const __m256 negative = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ);
-                    const __m256 stopped = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LE_OQ);
-                    best = _mm256_andnot_ps(negative, best);
-                    which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(4)), stopped);
+                    const __m256 cells[4] = {cell[win][0][h], cell[win][1][h], cell[win][2][h], cell[win][3][h]};
+                    __m256 which;
+                    const __m256 best = pool_relu(cells, &which);
                     int32_t winners[8];
                     _mm256_storeu_si256((__m256i *)winners, _mm256_castps_si256(which));
                     const int64_t count = C - 8 * h < 8 ? C - 8 * h : 8;
@@ -445,16 +454,8 @@ static inline __attribute__((always_inline)) void tail_forward_rows(
                             }
                         }
                     }
-                __m256 best = cell[0], which = _mm256_setzero_ps();
-                for (int k = 1; k < 4; k++) {
-                    const __m256 t = wins(cell[k], best);
-                    best = _mm256_blendv_ps(best, cell[k], t);
-                    which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(k)), t);
-                }
-                const __m256 negative = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ);
-                const __m256 stopped = _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LE_OQ);
-                best = _mm256_andnot_ps(negative, best);
-                which = _mm256_blendv_ps(which, _mm256_castsi256_ps(_mm256_set1_epi32(4)), stopped);
+                __m256 which;
+                const __m256 best = pool_relu(cell, &which);
                 float values[8];
                 int32_t winners[8];
                 _mm256_storeu_ps(values, best);
