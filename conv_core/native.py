@@ -111,6 +111,7 @@ def switched_on(variable: str) -> bool:
     return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+@functools.cache  # asked at every forward call of a layer; the answer is fixed for the process
 def load_available(name: str) -> ctypes.CDLL | None:
     """kernels/<name>.c as `load` gives it, or None unless its `<name>_available()` says this CPU runs it
     (files whose vector paths need instructions the CPU lacks compile to a stub that says no)."""
