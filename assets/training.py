@@ -20,7 +20,8 @@ from conv_core.datasets import DEFAULT_DATASET, MNIST, get_dataset
 from conv_core.models import build_model, model_normalization
 from conv_core.experiments import Experiment
 from conv_core.infinite import Mode
-from conv_core.train import MAX_BUDGET_EPOCHS, PRECISIONS, Precision, TrainConfig, planned_epochs, resolve_bf16, train
+from conv_core.train import (DEFAULT_RECIPE, MAX_BUDGET_EPOCHS, PRECISIONS, RECIPES, Precision, TrainConfig,
+                             planned_epochs, resolve_bf16, train)
 from pipelines.resources.compute import Compute
 from pipelines.resources.figures import figure_paths, publish_figures
 from pipelines.resources.metadata import table_metadata
@@ -42,6 +43,12 @@ GPU_OP_TAGS = {
 }
 
 
+def _recipes_text(field: str) -> str:
+    """"seed_cnn 256, others 128": each model's own value of a recipe field, for a config description."""
+    own = ", ".join(f"{model} {getattr(recipe, field)}" for model, recipe in RECIPES.items())
+    return f"{own}, others {getattr(DEFAULT_RECIPE, field)}"
+
+
 class TrainSettings(dg.Config):
     """Training hyperparameters (defaults: conv_core.train.TrainConfig). Model, data
     variant and seed come from the partition, the device from the compute resource."""
@@ -51,8 +58,10 @@ class TrainSettings(dg.Config):
     budget_images: int = Field(default=TrainConfig.budget_images,
                                description="images a training run sees when epochs is unset (chosen on the "
                                            "validation split)")
-    batch_size: int = Field(default=TrainConfig.batch_size, description="digits per optimiser step")
-    lr: float = Field(default=TrainConfig.lr, description="peak learning rate of the one-cycle schedule (Adam)")
+    batch_size: int | None = Field(default=None, description="digits per optimiser step; unset: the model's own "
+                                   f"({_recipes_text('batch_size')})")
+    lr: float | None = Field(default=None, description="peak learning rate of the one-cycle schedule (Adam); "
+                             f"unset: the model's own ({_recipes_text('lr')})")
     weight_decay: float = Field(default=TrainConfig.weight_decay, description="Adam's L2 penalty")
     label_smoothing: float = Field(default=TrainConfig.label_smoothing,
                                    description="share of each target spread over the other classes")

@@ -55,12 +55,12 @@ def main() -> None:
     parser.add_argument("--model", default="seed_cnn")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, help="default: TrainConfig's, read once so every launch gets the same")
+    parser.add_argument("--lr", type=float, help="default: the model's recipe (TrainConfig), read once so every launch gets the same")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32")
     parser.add_argument("--train-digits", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    args.lr = args.lr or TrainConfig().lr
+    args.lr = args.lr or TrainConfig(model=args.model).lr
 
     setups = [("1 process, 1 thread", 1, 1), ("1 process, 2 threads", 1, 2),
               ("2 processes (gloo), 1 thread each", 2, 1)]

@@ -3,7 +3,7 @@ PyTorch's examples/mnist (PIL image per sample -> ToTensor -> Normalize ->
 DataLoader, batch 64, Adadelta), same model, same images, in one run.
 
     python benchmarks/train_throughput.py [--models seed_cnn mlp] [--epochs-images 60000]
-        [--batch-size 128] [--device auto] [--variants default|all] [--repeats 3]
+        [--batch-size N] [--device auto] [--variants default|all] [--repeats 3]
 
 One "epoch" is --epochs-images digits: the offline sample's 5,000 repeated.
 Each repeat times every loop once, in turn, and a fp32 matrix product beside
@@ -225,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["seed_cnn", "mlp"])
     parser.add_argument("--epochs-images", type=int, default=60_000)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: each model's recipe (TrainConfig)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", choices=["default", "all"], default="default",
                         help="'all' also times every layout, both thread counts and batch 512")

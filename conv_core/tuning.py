@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from conv_core.data import VALIDATION_FRACTION, MnistConfig, load_mnist, random_subset, validation_split
 from conv_core.datasets import DATASET_NAMES
 from conv_core.evaluate import evaluate
-from conv_core.train import TrainConfig, train
+from conv_core.train import DEFAULT_RECIPE, TrainConfig, train
 
 MODELS = ("seed_cnn", "mlp")
 # The knobs that moved when the defaults were last chosen, around their values.
@@ -48,7 +48,8 @@ def grid_axis(text: str) -> tuple[str, tuple]:
     fields = TrainConfig.__dataclass_fields__
     if name not in fields or not values:
         raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=V1,V2,... with FIELD one of {', '.join(fields)}")
-    kind = type(fields[name].default) if isinstance(fields[name].default, (int, float)) else float
+    default = getattr(DEFAULT_RECIPE, name, fields[name].default)  # batch_size and lr: None, the model's recipe
+    kind = type(default) if isinstance(default, (int, float)) else float
     try:
         return name, tuple(kind(value) for value in values.split(","))
     except ValueError:

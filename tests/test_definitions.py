@@ -146,7 +146,8 @@ def test_training_settings_map_onto_the_core_config():
     import pydantic
     import torch
 
-    from assets.training import TrainSettings, _train_config
+    from assets.training import TrainSettings, _train_config, training_version
+    from conv_core.train import recipe
 
     cpu = torch.device("cpu")
     default = _train_config(TrainSettings(), Experiment("mlp", "shifted", 2), cpu)
@@ -154,6 +155,13 @@ def test_training_settings_map_onto_the_core_config():
     assert default.seed == 2  # from the partition
     assert _train_config(TrainSettings(precision="fp32"), Experiment("seed_cnn"), cpu).bf16 is False
     assert _train_config(TrainSettings(precision="bf16", epochs=3), Experiment("seed_cnn"), cpu).epochs == 3
+    # unset batch size and learning rate: each model's own recipe, spelled out the same run
+    for model in ("seed_cnn", "mlp"):
+        own = recipe(model)
+        unset = _train_config(TrainSettings(), Experiment(model), cpu)
+        assert (unset.batch_size, unset.lr) == (own.batch_size, own.lr)
+        spelled = _train_config(TrainSettings(batch_size=own.batch_size, lr=own.lr), Experiment(model), cpu)
+        assert training_version(spelled, None, "data", cpu) == training_version(unset, None, "data", cpu)
     with pytest.raises(pydantic.ValidationError, match="auto.*bf16.*fp32"):
         TrainSettings(precision="fp16")
 

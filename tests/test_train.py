@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from conv_core.train import (
+    DEFAULT_RECIPE,
     MAX_BUDGET_EPOCHS,
     EpochStats,
     Layout,
@@ -30,6 +31,7 @@ from conv_core.train import (
     native_bf16,
     pick_fastest,
     planned_epochs,
+    recipe,
     resolve_device,
     steps_per_epoch,
     train,
@@ -69,6 +71,19 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_invalid_settings_raise_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_each_model_trains_with_its_own_recipe_unless_told():
+    seed_cnn, mlp = TrainConfig(model="seed_cnn"), TrainConfig(model="mlp")
+    assert (seed_cnn.batch_size, seed_cnn.lr) == (recipe("seed_cnn").batch_size, recipe("seed_cnn").lr)
+    assert (mlp.batch_size, mlp.lr) == (DEFAULT_RECIPE.batch_size, DEFAULT_RECIPE.lr)
+    assert recipe("seed_cnn") != DEFAULT_RECIPE  # the seed CNN's own (README, Validation)
+    told = TrainConfig(model="seed_cnn", batch_size=64)
+    assert (told.batch_size, told.lr) == (64, recipe("seed_cnn").lr)  # one setting given, the other the recipe's
+    # what a run records is the resolved number, so a run that spelled out the recipe is the same run
+    assert seed_cnn.as_dict() == TrainConfig(model="seed_cnn", batch_size=seed_cnn.batch_size, lr=seed_cnn.lr).as_dict()
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr="fast")
 
 
 def test_resolve_device():

@@ -13,6 +13,14 @@ def test_candidates_cover_the_grid():
     assert len(got) == 6 and (("batch_size", 16), ("lr", 0.2)) in got
 
 
+def test_a_grid_axis_reads_values_as_the_field_is_typed():
+    # batch_size and lr default to None (the model's recipe): their type comes from the recipe
+    assert tuning.grid_axis("batch_size=128,256") == ("batch_size", (128, 256))
+    assert all(isinstance(v, int) for v in tuning.grid_axis("batch_size=128,256")[1])
+    assert tuning.grid_axis("lr=0.003,1") == ("lr", (0.003, 1.0))
+    assert tuning.grid_axis("label_smoothing=0,0.1") == ("label_smoothing", (0.0, 0.1))
+
+
 def test_best_is_the_highest_mean_over_models_not_one_models_peak():
     steady, spiky = (("lr", 0.01),), (("lr", 0.03),)
     trials = [_trial("seed_cnn", steady, 0.96), _trial("mlp", steady, 0.94),
