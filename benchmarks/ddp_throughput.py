@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--model", default="seed_cnn")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, help="default: the model's recipe (TrainConfig), read once so every launch gets the same")
+    parser.add_argument("--lr", type=float,
+                        help="default: the model's recipe (TrainConfig), read once so every launch gets the same")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="fp32")
     parser.add_argument("--train-digits", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=2)

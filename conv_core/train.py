@@ -101,7 +101,9 @@ class TrainConfig:
     # batch_size, lr and label_smoothing were chosen on the validation split
     # (`python -m conv_core.tuning`: the best mean validation accuracy of the
     # seed CNN and the MLP over 3 seeds; the table is in the README). The test
-    # digits played no part. batch_size and lr: None means the model's recipe.
+    # digits played no part. batch_size and lr: None means the model's recipe,
+    # filled in at construction (so `replace(config, model=...)` keeps the old
+    # model's numbers: build a new TrainConfig for another model).
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0

@@ -98,12 +98,12 @@ def sample_digits():
 def briefly_trained_cnn(sample_digits):
     """A seed CNN after 2 epochs on 1,000 sample digits: trained enough for the analyses to mean something.
 
-    The sample is sorted by class, so every 4th digit gives 100 of each. Batch 128 rather than the seed
-    CNN's recipe of 256: two epochs of 1,000 digits are 14 steps then, not 6.
+    The sample is sorted by class, so every 4th digit gives 100 of each. The shared recipe (batch 128)
+    rather than the seed CNN's own (256): two epochs of 1,000 digits are 14 steps then, not 6.
     """
-    from conv_core.train import TrainConfig, train
+    from conv_core.train import DEFAULT_RECIPE, TrainConfig, train
 
-    result = train(TrainConfig(model="seed_cnn", epochs=2, seed=0, batch_size=128, lr=0.003),
-                   sample_digits.train_images[::4],
-                   sample_digits.train_labels[::4])
+    config = TrainConfig(model="seed_cnn", epochs=2, seed=0, batch_size=DEFAULT_RECIPE.batch_size,
+                         lr=DEFAULT_RECIPE.lr)
+    result = train(config, sample_digits.train_images[::4], sample_digits.train_labels[::4])
     return result.model.eval()
